@@ -1,0 +1,142 @@
+"""Configuration of the Pyramid Vision Transformer family: PVT v1, PVT v2 and PVT v2-linear."""
+
+from __future__ import annotations
+
+import copy
+
+from transformers.backbone_utils import BackboneConfigMixin
+from transformers.configuration_utils import PreTrainedConfig
+
+# The released architectures, keyed by preset name. Values are the official constructors' settings
+# (whai362/PVT `classification/pvt.py` and `classification/pvt_v2.py`).
+_V1_STAGE_SETTINGS = {"hidden_sizes": [64, 128, 320, 512], "num_attention_heads": [1, 2, 5, 8], "mlp_ratios": [8, 8, 4, 4]}
+_V2_STAGE_SETTINGS = {"num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1]}
+PRESETS: dict[str, dict] = {
+    "pvt-tiny": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [2, 2, 2, 2]},
+    "pvt-small": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [3, 4, 6, 3]},
+    "pvt-medium": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [3, 4, 18, 3]},
+    "pvt-large": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [3, 8, 27, 3]},
+    "pvt-v2-b0": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [32, 64, 160, 256], "mlp_ratios": [8, 8, 4, 4], "depths": [2, 2, 2, 2]},
+    "pvt-v2-b1": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [2, 2, 2, 2]},
+    "pvt-v2-b2": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 4, 6, 3]},
+    "pvt-v2-b2-linear": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 4, 6, 3], "linear_attention": True},
+    "pvt-v2-b3": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 4, 18, 3]},
+    "pvt-v2-b4": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 8, 27, 3]},
+    "pvt-v2-b5": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [4, 4, 4, 4], "depths": [3, 6, 40, 3]},
+}
+
+_PER_STAGE_FIELDS = ("hidden_sizes", "num_attention_heads", "mlp_ratios", "depths", "sr_ratios", "patch_sizes", "strides")
+
+
+class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
+    r"""
+    One configuration for PVT v1 (arXiv:2102.12122), PVT v2 and PVT v2-linear (arXiv:2106.13797), for
+    classification, backbones and Semantic FPN segmentation.
+
+    Args:
+        version (`int`, defaults to 2): 1 for PVT v1 (non-overlapping patches, position embeddings, cls token in
+            stage 4), 2 for PVT v2 (overlapping patches, depth-wise conv in the MLP, a LayerNorm after each stage).
+        linear_attention (`bool`, defaults to `False`): PVT v2-linear: keys/values from a `linear_pool_size` adaptive
+            average pool, and a ReLU after the MLP's first layer. `sr_ratios` are then unused.
+        hidden_sizes, num_attention_heads, mlp_ratios, depths, sr_ratios (`list[int]`, one entry per stage):
+            the official `embed_dims`, `num_heads`, `mlp_ratios`, `depths` and `sr_ratios`.
+        patch_sizes, strides (`list[int]`, *optional*): kernel size and stride of each stage's patch embedding.
+            Default: v1 `[4, 2, 2, 2]` for both (non-overlapping); v2 `[7, 3, 3, 3]` and `[4, 2, 2, 2]`.
+        image_size (`int`, defaults to 224): the training resolution; v1 position embeddings are learnt on its grid
+            and interpolated to other input sizes.
+        layer_norm_eps (`float`, defaults to 1e-6): epsilon of the block and stage LayerNorms.
+        patch_embedding_layer_norm_eps, spatial_reduction_layer_norm_eps (`float`, defaults to 1e-5): epsilons of
+            the patch-embedding LayerNorm and of the LayerNorm after the spatial reduction (the official code leaves
+            these at torch's default).
+        hidden_dropout_prob, attention_probs_dropout_prob, drop_path_rate (`float`): the official `drop_rate`,
+            `attn_drop_rate` and `drop_path_rate` (stochastic depth, rising linearly over all blocks).
+        neck_hidden_size (`int`, defaults to 256), decoder_hidden_size (`int`, defaults to 128): channels of the
+            Semantic FPN neck and of the FPN head (mmseg's `FPN.out_channels` and `FPNHead.channels`).
+        classifier_dropout_prob (`float`, defaults to 0.1): dropout before the segmentation classifier.
+        semantic_loss_ignore_index (`int`, defaults to 255): label ignored by the segmentation loss and metric.
+    """
+
+    model_type = "pvt_hf"
+
+    version: int = 2
+    linear_attention: bool = False
+    num_channels: int = 3
+    image_size: int = 224
+    hidden_sizes: list[int] | tuple[int, ...] = (64, 128, 320, 512)
+    num_attention_heads: list[int] | tuple[int, ...] = (1, 2, 5, 8)
+    mlp_ratios: list[int] | list[float] | tuple[int, ...] = (8, 8, 4, 4)
+    depths: list[int] | tuple[int, ...] = (3, 4, 6, 3)
+    sr_ratios: list[int] | tuple[int, ...] = (8, 4, 2, 1)
+    patch_sizes: list[int] | tuple[int, ...] | None = None
+    strides: list[int] | tuple[int, ...] | None = None
+    linear_pool_size: int = 7
+    qkv_bias: bool = True
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    patch_embedding_layer_norm_eps: float = 1e-5
+    spatial_reduction_layer_norm_eps: float = 1e-5
+    neck_hidden_size: int = 256
+    decoder_hidden_size: int = 128
+    classifier_dropout_prob: float = 0.1
+    semantic_loss_ignore_index: int = 255
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.version not in (1, 2):
+            raise ValueError(f"`version` must be 1 (PVT v1) or 2 (PVT v2), got {self.version!r}.")
+        if self.patch_sizes is None:
+            self.patch_sizes = [4, 2, 2, 2] if self.version == 1 else [7, 3, 3, 3]
+        if self.strides is None:
+            self.strides = list(self.patch_sizes) if self.version == 1 else [4, 2, 2, 2]
+        for name in _PER_STAGE_FIELDS:
+            setattr(self, name, list(getattr(self, name)))
+        self._validate_architecture()
+        self.stage_names = [f"stage{index}" for index in range(1, self.num_stages + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    def _validate_architecture(self) -> None:
+        lengths = {name: len(getattr(self, name)) for name in _PER_STAGE_FIELDS}
+        if len(set(lengths.values())) != 1 or self.num_stages == 0:
+            raise ValueError(f"The per-stage lists must all have one entry per stage (same length), got lengths {lengths}.")
+        for name in _PER_STAGE_FIELDS:
+            values = getattr(self, name)
+            if any(not value > 0 for value in values):
+                raise ValueError(f"`{name}` must hold positive values, got {values}.")
+        for stage, (hidden_size, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads), start=1):
+            if hidden_size % heads:
+                raise ValueError(
+                    f"Stage {stage}: `hidden_sizes` ({hidden_size}) must be divisible by `num_attention_heads` ({heads})."
+                )
+        if self.linear_attention and self.version != 2:
+            raise ValueError("`linear_attention=True` exists only for PVT v2 (`version=2`).")
+        if self.version == 1 and self.sr_ratios[-1] != 1:
+            raise ValueError(
+                f"PVT v1 carries its cls token through the last stage, whose `sr_ratios` entry must be 1, got {self.sr_ratios}."
+            )
+        if self.num_channels < 1 or self.image_size < 1 or self.linear_pool_size < 1:
+            raise ValueError("`num_channels`, `image_size` and `linear_pool_size` must be positive.")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "classifier_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must lie in [0, 1), got {getattr(self, name)}.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> PvtConfig:
+        """The configuration of a released PVT architecture, e.g. `PvtConfig.from_preset("pvt-v2-b2", num_labels=10)`."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown PVT preset {name!r}; expected one of: {', '.join(PRESETS)}.")
+        return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
+
+
+__all__ = ["PvtConfig", "PRESETS"]

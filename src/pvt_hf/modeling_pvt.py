@@ -1,0 +1,490 @@
+"""PyTorch Pyramid Vision Transformer: PVT v1, PVT v2 and PVT v2-linear, as in the official whai362/PVT code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_pvt import PvtConfig
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = attn_weights.softmax(dim=-1)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2)
+    return attn_output, attn_weights
+
+
+def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drops the whole residual branch per sample."""
+    if drop_prob == 0.0 or not training:
+        return hidden_states
+    keep_prob = 1.0 - drop_prob
+    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+    mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+    return hidden_states * mask / keep_prob
+
+
+class PvtDropPath(nn.Module):
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return drop_path(hidden_states, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) map."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+
+
+class PvtPatchEmbeddings(nn.Module):
+    """Strided convolution + LayerNorm. v1: non-overlapping patches; v2: overlapping (padding = kernel // 2)."""
+
+    def __init__(self, config: PvtConfig, stage_index: int):
+        super().__init__()
+        in_channels = config.num_channels if stage_index == 0 else config.hidden_sizes[stage_index - 1]
+        kernel_size = config.patch_sizes[stage_index]
+        self.projection = nn.Conv2d(
+            in_channels,
+            config.hidden_sizes[stage_index],
+            kernel_size=kernel_size,
+            stride=config.strides[stage_index],
+            padding=kernel_size // 2 if config.version == 2 else 0,
+        )
+        self.layer_norm = nn.LayerNorm(config.hidden_sizes[stage_index], eps=config.patch_embedding_layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        embeddings = self.projection(pixel_values)
+        height, width = embeddings.shape[-2:]
+        embeddings = self.layer_norm(embeddings.flatten(2).transpose(1, 2))
+        return embeddings, height, width
+
+
+class PvtAttention(nn.Module):
+    """Spatial-reduction attention: queries from every token, keys/values from a reduced map (strided conv for
+    `sr_ratio > 1`, adaptive average pooling for v2-linear)."""
+
+    def __init__(self, config: PvtConfig, hidden_size: int, num_attention_heads: int, sr_ratio: int):
+        super().__init__()
+        self.config = config
+        self.num_attention_heads = num_attention_heads
+        self.head_dim = hidden_size // num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+
+        self.query = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.key_value = nn.Linear(hidden_size, 2 * hidden_size, bias=config.qkv_bias)
+        self.output = nn.Linear(hidden_size, hidden_size)
+        self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+        self.pool = nn.AdaptiveAvgPool2d(config.linear_pool_size) if config.linear_attention else None
+        if config.linear_attention or sr_ratio > 1:
+            reduction = 1 if config.linear_attention else sr_ratio
+            self.spatial_reduction = nn.Conv2d(hidden_size, hidden_size, kernel_size=reduction, stride=reduction)
+            self.layer_norm = nn.LayerNorm(hidden_size, eps=config.spatial_reduction_layer_norm_eps)
+        else:
+            self.spatial_reduction = None
+        self.activation = nn.GELU() if config.linear_attention else None
+
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, num_tokens, hidden_size = hidden_states.shape
+        query = self.query(hidden_states).view(batch_size, num_tokens, -1, self.head_dim).transpose(1, 2)
+
+        key_value_states = hidden_states
+        if self.spatial_reduction is not None:
+            reduced = tokens_to_map(hidden_states, height, width)
+            if self.pool is not None:
+                reduced = self.pool(reduced)
+            key_value_states = self.layer_norm(self.spatial_reduction(reduced).flatten(2).transpose(1, 2))
+            if self.activation is not None:
+                key_value_states = self.activation(key_value_states)
+        key_value = self.key_value(key_value_states).view(batch_size, -1, 2, self.num_attention_heads, self.head_dim)
+        key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)
+
+        # Attention weights exist only in the eager path, so asking for them selects it for this call.
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        attn_output = self.output_dropout(self.output(attn_output.reshape(batch_size, num_tokens, hidden_size)))
+        return attn_output, attn_weights
+
+
+class PvtMLP(nn.Module):
+    """fc1 -> [v2-linear: ReLU] -> [v2: 3x3 depth-wise conv] -> GELU -> fc2."""
+
+    def __init__(self, config: PvtConfig, hidden_size: int, mlp_ratio: float):
+        super().__init__()
+        intermediate_size = int(hidden_size * mlp_ratio)
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.relu = nn.ReLU() if config.linear_attention else None
+        self.depthwise_conv = (
+            nn.Conv2d(intermediate_size, intermediate_size, 3, padding=1, groups=intermediate_size)
+            if config.version == 2
+            else None
+        )
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        hidden_states = self.fc1(hidden_states)
+        if self.relu is not None:
+            hidden_states = self.relu(hidden_states)
+        if self.depthwise_conv is not None:
+            hidden_states = self.depthwise_conv(tokens_to_map(hidden_states, height, width)).flatten(2).transpose(1, 2)
+        hidden_states = self.dropout(self.activation(hidden_states))
+        return self.dropout(self.fc2(hidden_states))
+
+
+class PvtLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block (the official `Block`)."""
+
+    def __init__(self, config: PvtConfig, stage_index: int, drop_path_rate: float):
+        super().__init__()
+        hidden_size = config.hidden_sizes[stage_index]
+        self.layer_norm_1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.attention = PvtAttention(
+            config, hidden_size, config.num_attention_heads[stage_index], config.sr_ratios[stage_index]
+        )
+        self.layer_norm_2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = PvtMLP(config, hidden_size, config.mlp_ratios[stage_index])
+        self.drop_path = PvtDropPath(drop_path_rate)
+
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, attn_weights = self.attention(
+            self.layer_norm_1(hidden_states), height, width, output_attentions
+        )
+        hidden_states = hidden_states + self.drop_path(attention_output)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.layer_norm_2(hidden_states), height, width))
+        return hidden_states, attn_weights
+
+
+class PvtStage(nn.Module):
+    """Patch embedding [+ v1 position embedding] -> blocks [-> v2 stage LayerNorm]."""
+
+    def __init__(self, config: PvtConfig, stage_index: int, drop_path_rates: list[float]):
+        super().__init__()
+        self.stage_index = stage_index
+        self.patch_embeddings = PvtPatchEmbeddings(config, stage_index)
+        if config.version == 1:
+            # The official grids: image_size // patch_size for stage 1, (image_size // 2**(i+1)) // patch_size after.
+            size = config.image_size if stage_index == 0 else config.image_size // 2 ** (stage_index + 1)
+            self.grid_size = size // config.patch_sizes[stage_index]
+            # The last stage has an extra row for the cls token, even where (backbones) no cls token is used.
+            self.has_cls_position = stage_index == config.num_stages - 1
+            num_positions = self.grid_size**2 + int(self.has_cls_position)
+            self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, config.hidden_sizes[stage_index]))
+            self.position_dropout = nn.Dropout(config.hidden_dropout_prob)
+        else:
+            self.position_embeddings = None
+        self.layers = nn.ModuleList([PvtLayer(config, stage_index, rate) for rate in drop_path_rates])
+        self.layer_norm = (
+            nn.LayerNorm(config.hidden_sizes[stage_index], eps=config.layer_norm_eps) if config.version == 2 else None
+        )
+        # A strided spatial reduction needs at least one full window of tokens.
+        reduces = not config.linear_attention and config.sr_ratios[stage_index] > 1
+        self.min_grid_size = config.sr_ratios[stage_index] if reduces else 1
+
+    def interpolate_pos_encoding(self, position_embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        # The official code adds the stored embeddings unchanged when stage 1 has as many tokens as at training
+        # size (whatever the grid's shape), else resizes them bilinearly (align_corners=False).
+        if self.stage_index == 0 and height * width == self.grid_size**2:
+            return position_embeddings
+        if (height, width) == (self.grid_size, self.grid_size):
+            return position_embeddings
+        grid = tokens_to_map(position_embeddings, self.grid_size, self.grid_size)
+        grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
+        return grid.flatten(2).transpose(1, 2)
+
+    def forward(
+        self, hidden_states: torch.Tensor, cls_token: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        """Returns the stage's (B, C, H, W) map, the cls token's state (or None) and the attention weights."""
+        embeddings, height, width = self.patch_embeddings(hidden_states)
+        if self.position_embeddings is not None:
+            patch_positions = self.position_embeddings[:, int(self.has_cls_position) :]
+            embeddings = embeddings + self.interpolate_pos_encoding(patch_positions, height, width)
+            if cls_token is not None:
+                cls_embedding = cls_token.expand(embeddings.shape[0], -1, -1) + self.position_embeddings[:, :1]
+                embeddings = torch.cat([cls_embedding, embeddings], dim=1)
+            embeddings = self.position_dropout(embeddings)
+
+        attentions = ()
+        for layer in self.layers:
+            embeddings, attn_weights = layer(embeddings, height, width, output_attentions)
+            if output_attentions:
+                attentions += (attn_weights,)
+        if self.layer_norm is not None:
+            embeddings = self.layer_norm(embeddings)
+
+        cls_state = None
+        if cls_token is not None:
+            cls_state, embeddings = embeddings[:, 0], embeddings[:, 1:]
+        return tokens_to_map(embeddings, height, width), cls_state, attentions
+
+
+@dataclass
+class PvtEncoderOutput(ModelOutput):
+    """The per-stage maps of the encoder (always all of them: heads need them), the cls token's state after the
+    last stage (v1 with a cls token, else None), and the attention weights when asked for."""
+
+    stage_maps: tuple[torch.Tensor, ...] = None
+    cls_state: torch.Tensor | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class PvtEncoder(nn.Module):
+    def __init__(self, config: PvtConfig):
+        super().__init__()
+        self.config = config
+        num_layers = sum(config.depths)
+        rates = [config.drop_path_rate * index / max(num_layers - 1, 1) for index in range(num_layers)]
+        starts = [sum(config.depths[:index]) for index in range(config.num_stages)]
+        self.stages = nn.ModuleList(
+            [
+                PvtStage(config, index, rates[start : start + depth])
+                for index, (start, depth) in enumerate(zip(starts, config.depths))
+            ]
+        )
+
+    def stage_grid_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The (height, width) token grid of each stage for an input of the given size."""
+        sizes, size = [], (height, width)
+        for stage in self.stages:
+            conv = stage.patch_embeddings.projection
+            size = tuple((s + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1 for s in size)
+            sizes.append(size)
+        return sizes
+
+    def accepts_size(self, height: int, width: int) -> bool:
+        grids = self.stage_grid_sizes(height, width)
+        return all(min(grid) >= stage.min_grid_size for stage, grid in zip(self.stages, grids))
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        """Reject input the model cannot take, with a message saying what was expected."""
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"`pixel_values` must be a 4-D tensor (batch_size, num_channels, height, width), got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"`pixel_values` must have {self.config.num_channels} channels (dim 1), got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        height, width = pixel_values.shape[-2:]
+        if not self.accepts_size(height, width):
+            smallest = next(size for size in range(1, 1 << 16) if self.accepts_size(size, size))
+            raise ValueError(
+                f"`pixel_values` of size {height}x{width} is too small for this model: every side must be at "
+                f"least {smallest} pixels (stage grids would be {self.stage_grid_sizes(height, width)})."
+            )
+
+    def forward(
+        self, pixel_values: torch.Tensor, cls_token: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> PvtEncoderOutput:
+        self.check_pixel_values(pixel_values)
+        hidden_states = pixel_values.to(self.stages[0].patch_embeddings.projection.weight.dtype)
+        stage_maps, attentions, cls_state = (), (), None
+        last = len(self.stages) - 1
+        for index, stage in enumerate(self.stages):
+            hidden_states, cls_state, stage_attentions = stage(
+                hidden_states, cls_token if index == last else None, output_attentions
+            )
+            stage_maps += (hidden_states,)
+            attentions += stage_attentions
+        return PvtEncoderOutput(
+            stage_maps=stage_maps, cls_state=cls_state, attentions=attentions if output_attentions else None
+        )
+
+
+class PvtPreTrainedModel(PreTrainedModel):
+    config: PvtConfig
+    config_class = PvtConfig
+    base_model_prefix = "pvt"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["PvtStage"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """As the official code: truncated normal for linear layers and embeddings, fan-out normal for convs."""
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+            init.normal_(module.weight, mean=0.0, std=(2.0 / fan_out) ** 0.5)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d, nn.SyncBatchNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if getattr(module, "running_mean", None) is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, PvtStage) and module.position_embeddings is not None:
+            init.trunc_normal_(module.position_embeddings, std=self.config.initializer_range)
+        elif isinstance(module, PvtModel) and module.cls_token is not None:
+            init.trunc_normal_(module.cls_token, std=self.config.initializer_range)
+
+
+class PvtModel(PvtPreTrainedModel):
+    """The PVT encoder. `last_hidden_state` is the stage-4 map (B, C, H/32, W/32); `pooler_output` the image
+    embedding the classifier sees (v1: the final-normed cls token; v2: the mean of the stage-4 tokens);
+    `hidden_states` the four stage maps.
+
+    `add_pooling_layer=False` gives the official dense-prediction backbone: for v1 no cls token and no final norm.
+    """
+
+    def __init__(self, config: PvtConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.encoder = PvtEncoder(config)
+        with_cls_token = config.version == 1 and add_pooling_layer
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_sizes[-1])) if with_cls_token else None
+        self.layernorm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps) if with_cls_token else None
+        self.add_pooling_layer = add_pooling_layer
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.stages[0].patch_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if pixel_values is None:
+            raise ValueError("`pixel_values` is required: a (batch_size, num_channels, height, width) tensor.")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        encoded = self.encoder(pixel_values, self.cls_token, bool(output_attentions))
+        last_map = encoded.stage_maps[-1]
+        pooled = None
+        if self.layernorm is not None:
+            # v1: the final norm covers every token; the cls token is the pooled output
+            pooled = self.layernorm(encoded.cls_state)
+            last_map = self.layernorm(last_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        elif self.add_pooling_layer:
+            pooled = last_map.mean(dim=(2, 3))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_map,
+            pooler_output=pooled,
+            hidden_states=encoded.stage_maps if output_hidden_states else None,
+            attentions=encoded.attentions,
+        )
+
+
+class PvtForImageClassification(PvtPreTrainedModel):
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.pvt = PvtModel(config)
+        self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        outputs = self.pvt(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(outputs.pooler_output)
+        loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
+    """Multi-scale feature maps, as the official segmentation/detection backbones (v1: no cls token, no norm)."""
+
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.encoder = PvtEncoder(config)
+        self.num_features = list(config.hidden_sizes)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput | tuple:
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.encoder(pixel_values, output_attentions=bool(output_attentions))
+        feature_maps = tuple(
+            stage_map for name, stage_map in zip(self.stage_names, encoded.stage_maps) if name in self.out_features
+        )
+        output = BackboneOutput(
+            feature_maps=feature_maps,
+            hidden_states=encoded.stage_maps if output_hidden_states else None,
+            attentions=encoded.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["PvtPreTrainedModel", "PvtModel", "PvtForImageClassification", "PvtBackbone"]
