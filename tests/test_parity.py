@@ -1,0 +1,64 @@
+"""The converted models reproduce the official code's outputs (shared/reference) to fp32 rounding."""
+
+import pytest
+import torch
+from transformers import AutoBackbone, AutoModel, AutoModelForImageClassification, AutoModelForSemanticSegmentation
+
+import pvt_hf  # noqa: F401  (registers the Auto classes)
+from conftest import CLASSIFICATION_CASES, SEGMENTATION_CASES, reference_case, relative_error
+
+ATTENTION = ["sdpa", "eager"]
+
+
+@pytest.mark.parametrize("attn_implementation", ATTENTION)
+@pytest.mark.parametrize("name", CLASSIFICATION_CASES)
+def test_classification_logits_match_official(name, attn_implementation, converted):
+    spec, tensors = reference_case(name)
+    folder = converted(name)
+    model = AutoModelForImageClassification.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+    base = AutoModel.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+    assert type(model).__name__ == "PvtForImageClassification" and type(base).__name__ == "PvtModel"
+    for case in spec["cases"]:
+        pixel_values = tensors[case["pixel_values"]]
+        with torch.no_grad():
+            logits = model(pixel_values).logits
+            pooled = base(pixel_values).pooler_output
+        assert relative_error(logits, tensors[case["logits"]]) <= 1e-6, case
+        assert relative_error(pooled, tensors[case["pooled"]]) <= 1e-6, case
+
+
+@pytest.mark.parametrize("attn_implementation", ATTENTION)
+@pytest.mark.parametrize("name", SEGMENTATION_CASES)
+def test_segmentation_matches_official(name, attn_implementation, converted):
+    spec, tensors = reference_case(name)
+    folder = converted(name)
+    model = AutoModelForSemanticSegmentation.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+    for case in spec["cases"]:
+        pixel_values = tensors[case["pixel_values"]]
+        with torch.no_grad():
+            outputs = model(pixel_values, output_hidden_states=True)
+            fpn_maps = model.neck(outputs.hidden_states)
+        assert relative_error(outputs.logits, tensors[case["logits"]]) <= 1e-5, case
+        upsampled = torch.nn.functional.interpolate(
+            outputs.logits, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False
+        )
+        assert relative_error(upsampled, tensors[case["upsampled_logits"]]) <= 1e-5, case
+        for got, key in zip(outputs.hidden_states, case["stages"]):
+            assert relative_error(got, tensors[key]) <= 1e-6, key
+        for got, key in zip(fpn_maps, case["fpn"]):
+            assert relative_error(got, tensors[key]) <= 1e-5, key
+
+
+@pytest.mark.parametrize("name", SEGMENTATION_CASES)
+def test_backbone_stage_maps_match_official(name, converted):
+    """AutoBackbone (v1: no cls token, no norm) gives the official segmentation backbone's four maps."""
+    spec, tensors = reference_case(name)
+    backbone = AutoBackbone.from_pretrained(converted(name), out_indices=[0, 1, 2, 3]).eval()
+    assert type(backbone).__name__ == "PvtBackbone"
+    assert backbone.channels == spec["neck"]["in_channels"]
+    for case in spec["cases"]:
+        with torch.no_grad():
+            feature_maps = backbone(tensors[case["pixel_values"]]).feature_maps
+        assert len(feature_maps) == 4
+        for got, key in zip(feature_maps, case["stages"]):
+            assert relative_error(got, tensors[key]) <= 1e-6, key
