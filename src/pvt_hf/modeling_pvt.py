@@ -356,6 +356,16 @@ class PvtPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # The saved folder serves every Auto class its weights fit, also to `trust_remote_code=True` users.
+        self.config.auto_map = {
+            "AutoConfig": "configuration_pvt.PvtConfig",
+            "AutoModel": "modeling_pvt.PvtModel",
+            "AutoBackbone": "modeling_pvt.PvtBackbone",
+            "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """As the official code: truncated normal for linear layers and embeddings, fan-out normal for convs."""
