@@ -329,15 +329,26 @@ def convert_checkpoint(
     official_args: dict | None = None,
     task: str | None = None,
 ):
-    """Load an official checkpoint and return `(model, report)`: the converted pvt-hf model (in eval mode) and a
-    dict saying what was detected."""
+    """Load an official checkpoint file and convert it: see `convert_official_state_dict`."""
+    state_dict, meta = load_official_checkpoint(checkpoint)
+    return convert_official_state_dict(state_dict, meta, variant=variant, official_args=official_args, task=task)
+
+
+def convert_official_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    meta: dict | None = None,
+    variant: str | None = None,
+    official_args: dict | None = None,
+    task: str | None = None,
+):
+    """Return `(model, report)`: the converted pvt-hf model (in eval mode, sharing the checkpoint's tensors) and a
+    dict saying what was detected. The architecture comes from `official_args`, else `variant`, else the shapes."""
     from .modeling_pvt import PvtForImageClassification
     from .modeling_pvt_segmentation import PvtForSemanticSegmentation
 
-    state_dict, meta = load_official_checkpoint(checkpoint)
     detected_task = detect_task(state_dict)
     if task is not None and task != detected_task:
-        raise ConversionError(f"--task {task}, but {checkpoint} is a {detected_task} checkpoint.")
+        raise ConversionError(f"--task {task}, but the checkpoint is a {detected_task} checkpoint.")
     task = detected_task
     report = {"task": task}
     if official_args is not None:
@@ -356,7 +367,7 @@ def convert_checkpoint(
             report["detected_variant"] = variant
         config = config_from_variant(variant, state_dict, task)
         report["architecture"] = normalize_variant(variant)
-    names = label_names_for(config, task, meta)
+    names = label_names_for(config, task, meta or {})
     if names is not None:
         config.id2label = dict(enumerate(names))
         config.label2id = {name: index for index, name in enumerate(names)}
@@ -377,6 +388,7 @@ __all__ = [
     "config_from_official_args",
     "config_from_variant",
     "convert_checkpoint",
+    "convert_official_state_dict",
     "convert_state_dict",
     "detect_variants",
     "load_official_checkpoint",

@@ -1,0 +1,88 @@
+"""Loading converted folders the way users do: trust_remote_code without pvt-hf installed, and Hub ids from the
+Hugging Face cache offline."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REFERENCE
+
+BLOCK_PVT_HF = "import sys; sys.modules['pvt_hf'] = None  # any `import pvt_hf` now fails\n"
+
+CHECK_OUTPUTS = """
+import json, torch, transformers
+from safetensors.torch import load_file
+spec = json.load(open({spec!r}))
+tensors = load_file({io!r})
+model = getattr(transformers, {auto_class!r}).from_pretrained({source!r}, **{kwargs!r}).eval()
+assert type(model).__module__.startswith({module_prefix!r}), type(model).__module__
+worst = 0.0
+for case in spec["cases"]:
+    with torch.no_grad():
+        logits = model(tensors[case["pixel_values"]]).logits
+    want = tensors[case["logits"]]
+    worst = max(worst, ((logits - want).norm() / want.norm()).item())
+print(json.dumps({{"worst": worst, "class": type(model).__name__}}))
+"""
+
+
+def run_python(code: str, env: dict | None = None, cwd=None) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def check_script(name, source, auto_class, kwargs, module_prefix, block=False):
+    code = CHECK_OUTPUTS.format(
+        spec=str(REFERENCE / f"{name}.json"), io=str(REFERENCE / f"{name}.io.safetensors"), auto_class=auto_class,
+        source=source, kwargs=kwargs, module_prefix=module_prefix,
+    )  # fmt: skip
+    return (BLOCK_PVT_HF if block else "import pvt_hf\n") + textwrap.dedent(code)
+
+
+@pytest.mark.parametrize(
+    "name, auto_class",
+    [("pvt_v1_mini_cls", "AutoModelForImageClassification"), ("pvt_v2_li_mini_seg", "AutoModelForSemanticSegmentation")],
+)
+def test_trust_remote_code_without_pvt_hf(name, auto_class, converted, tmp_path):
+    folder = converted(name)
+    files = sorted(os.listdir(folder))
+    assert "configuration_pvt.py" in files and "modeling_pvt.py" in files
+    code = check_script(name, folder, auto_class, {"trust_remote_code": True}, "transformers_modules", block=True)
+    result = run_python(code, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}, cwd=tmp_path)
+    bound = 1e-6 if name.endswith("cls") else 1e-5
+    assert result["worst"] <= bound
+
+
+def make_hub_cache(cache, repo_id, folder, commit="0123456789abcdef0123456789abcdef01234567"):
+    """The layout huggingface_hub downloads into: models--org--name/{refs/main, snapshots/<commit>/...}."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def test_hub_id_resolves_from_the_cache_offline(converted, tmp_path):
+    cache = tmp_path / "hub"
+    make_hub_cache(cache, "pvt-hf/pvt-v2-mini", converted("pvt_v2_mini_cls"))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf")}
+    with_package = check_script(
+        "pvt_v2_mini_cls", "pvt-hf/pvt-v2-mini", "AutoModelForImageClassification", {}, "pvt_hf"
+    )
+    assert run_python(with_package, env=env, cwd=tmp_path)["worst"] <= 1e-6
+    remote = check_script(
+        "pvt_v2_mini_cls", "pvt-hf/pvt-v2-mini", "AutoModelForImageClassification", {"trust_remote_code": True},
+        "transformers_modules", block=True,
+    )  # fmt: skip
+    assert run_python(remote, env=env, cwd=tmp_path)["worst"] <= 1e-6
+    # a Hub id that is not in the cache fails with transformers' own offline message
+    missing = "import pvt_hf, transformers\ntransformers.AutoModel.from_pretrained('pvt-hf/not-there')"
+    result = subprocess.run([sys.executable, "-c", missing], capture_output=True, text=True, env={**os.environ, **env})
+    assert result.returncode != 0 and "offline" in result.stderr.lower()
