@@ -25,17 +25,20 @@ def _official_args(value: str) -> dict:
 
 def add_convert_parser(subparsers) -> None:
     from .conversion import TASKS
+    from .hub import DTYPES
 
     parser = subparsers.add_parser(
         "convert",
-        help="convert an official PVT checkpoint into a Hub-ready pvt-hf folder",
-        description="Convert an official PVT checkpoint (whai362/PVT classifier or mmseg Semantic FPN) into a "
-        "folder that AutoModel*.from_pretrained loads (also with trust_remote_code=True, without pvt-hf).",
+        help="convert an official PVT checkpoint into a verified, Hub-ready pvt-hf folder",
+        description="Convert an official PVT checkpoint (whai362/PVT classifier or mmseg Semantic FPN; also timm "
+        "pvt_v2 state dicts and transformers pvt/pvt_v2 folders) into a folder that AutoModel*.from_pretrained "
+        "loads, also with trust_remote_code=True and without pvt-hf. Usage: `pvt-hf convert CHECKPOINT OUTPUT_DIR` "
+        "or `pvt-hf convert --all DIR OUTPUT_DIR`.",
     )
-    parser.add_argument("checkpoint", help="official .pth file")
-    parser.add_argument("output_dir", help="folder to write (must not exist, unless --force)")
+    parser.add_argument("paths", nargs="+", metavar="CHECKPOINT OUTPUT_DIR", help="checkpoint file (or folder) and output folder; with --all only OUTPUT_DIR")
+    parser.add_argument("--all", metavar="DIR", help="convert every recognised checkpoint in DIR into OUTPUT_DIR/<repo-name>/")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--variant", help="released architecture, e.g. pvt-v2-b2, pvt_small, fpn_pvt_v2_b2_ade20k")
+    source.add_argument("--variant", help="released architecture, e.g. pvt-v2-b2, pvt_small, fpn_pvt_v2_b2_ade20k (detected from the shapes when omitted)")
     source.add_argument(
         "--official-args",
         type=_official_args,
@@ -44,39 +47,116 @@ def add_convert_parser(subparsers) -> None:
         "neck_out_channels, head_channels",
     )
     parser.add_argument("--task", choices=TASKS, help="checked against the checkpoint (detected when omitted)")
-    parser.add_argument("--force", action="store_true", help="replace output_dir if it exists")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="dtype of the saved weights")
+    parser.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it exists")
+    parser.add_argument("--no-verify", action="store_true", help="skip reloading the folder in a clean process")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload to this Hub repository (with --all: to NAMESPACE/<repo-name>)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repository")
+    parser.add_argument("--revision", help="with --push-to-hub: branch to upload to")
+    parser.add_argument("--commit-message", help="with --push-to-hub: commit message")
+    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list the files, upload nothing")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     parser.set_defaults(handler=run_convert)
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    from .conversion import convert_checkpoint
-    from .io_utils import atomic_output_dir
+def convert_one(checkpoint: Path, output_dir: Path, args: argparse.Namespace, repo_id: str | None) -> dict:
+    """Convert, write, verify and optionally push one checkpoint; returns the row of the summary."""
+    from .conversion import convert_checkpoint, load_checkpoint
+    from .hub import compare_with_timm, push_folder, write_repo_folder
+    from .io_utils import OutputExistsError
 
-    output_dir = Path(args.output_dir)
     if output_dir.exists() and not args.force:
-        raise FileExistsError(f"{output_dir} already exists; pass --force to replace it.")
-    model, report = convert_checkpoint(
-        args.checkpoint, variant=args.variant, official_args=args.official_args, task=args.task
-    )
+        raise OutputExistsError(f"{output_dir} already exists; pass --force to replace it.")
+    model, report = convert_checkpoint(checkpoint, variant=args.variant, official_args=args.official_args, task=args.task)
     if "detected_variant" in report:
-        logger.info("Detected variant: %s", report["detected_variant"])
-    with atomic_output_dir(output_dir, force=args.force) as staging:
-        model.save_pretrained(staging)
+        logger.info("%s: detected variant %s", checkpoint.name, report["detected_variant"])
+    variant = None if report["architecture"].startswith("from ") else report["architecture"]
+    results = write_repo_folder(
+        model, output_dir, variant=variant, source=checkpoint.name, repo_id=repo_id, dtype=args.dtype,
+        force=args.force, verify=not args.no_verify, image_processor=default_image_processor(report["task"]),
+    )  # fmt: skip
+    row = {"checkpoint": checkpoint.name, "output": str(output_dir), **report, **results}
+    if "reload_relative_error" in results:
+        logger.info("Reloaded %s in a clean process: logits relative error %.1e", output_dir, results["reload_relative_error"])
+    if args.dtype in ("float32", "fp32") and not args.no_verify:
+        timm_error = compare_with_timm(load_checkpoint(checkpoint)[0], model.float(), variant)
+        if timm_error is not None:
+            row["timm_relative_error"] = timm_error
+            logger.info("timm's %s on the same weights: logits relative error %.1e", variant, timm_error)
+            if timm_error > 1e-4:
+                raise RuntimeError(f"Verification failed: timm's logits differ by {timm_error:.2e}.")
     logger.info(
         "Converted %s (%s, %s, %.2fM parameters) to %s",
-        args.checkpoint, report["architecture"], report["task"], report["num_parameters"] / 1e6, output_dir,
+        checkpoint, report["architecture"], report["task"], report["num_parameters"] / 1e6, output_dir,
     )  # fmt: skip
     if args.push_to_hub:
-        from huggingface_hub import HfApi
+        files = push_folder(
+            output_dir, repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message,
+            dry_run=args.dry_run,
+        )  # fmt: skip
+        verb = "Would upload" if args.dry_run else "Uploaded"
+        logger.info("%s to %s: %s", verb, repo_id, ", ".join(files))
+        row["pushed"] = not args.dry_run
+    return row
 
-        api = HfApi()
-        api.create_repo(args.push_to_hub, private=args.private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(output_dir), repo_id=args.push_to_hub, repo_type="model")
-        logger.info("Uploaded %s to https://huggingface.co/%s", output_dir, args.push_to_hub)
+
+def default_image_processor(task: str):
+    """The official evaluation transform of the task, written as preprocessor_config.json."""
+    try:
+        from .image_processing_pvt import PvtImageProcessor
+    except ImportError:
+        return None
+    if task == "semantic-segmentation":
+        return PvtImageProcessor.for_ade20k_evaluation()
+    return PvtImageProcessor()
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    if args.all:
+        if len(args.paths) != 1:
+            raise ValueError("with --all, give only OUTPUT_DIR: `pvt-hf convert --all DIR OUTPUT_DIR`")
+        return run_convert_all(Path(args.all), Path(args.paths[0]), args)
+    if len(args.paths) != 2:
+        raise ValueError("expected CHECKPOINT OUTPUT_DIR (or --all DIR OUTPUT_DIR)")
+    checkpoint, output_dir = Path(args.paths[0]), Path(args.paths[1])
+    convert_one(checkpoint, output_dir, args, repo_id=args.push_to_hub)
     return 0
+
+
+def run_convert_all(folder: Path, output_root: Path, args: argparse.Namespace) -> int:
+    from .conversion import ConversionError, convert_checkpoint
+    from .model_card import repo_name
+
+    if not folder.is_dir():
+        raise NotADirectoryError(f"--all {folder}: not a folder")
+    checkpoints = sorted(path for path in folder.iterdir() if path.suffix in (".pth", ".pt", ".bin", ".ckpt"))
+    if not checkpoints:
+        raise FileNotFoundError(f"--all {folder}: no .pth/.pt/.bin/.ckpt files")
+    rows, failures = [], 0
+    for checkpoint in checkpoints:
+        try:
+            _, report = convert_checkpoint(checkpoint, variant=args.variant, official_args=args.official_args)
+            name = repo_name(report.get("detected_variant") or report["architecture"], report["task"])
+            repo_id = f"{args.push_to_hub.rstrip('/')}/{name}" if args.push_to_hub else None
+            rows.append(convert_one(checkpoint, output_root / name, args, repo_id=repo_id))
+        except Exception as error:  # one bad file must not stop the others; each is reported
+            if getattr(args, "verbose", False):
+                raise
+            failures += 1
+            rows.append({"checkpoint": checkpoint.name, "error": str(error)})
+            logger.error("%s: %s", checkpoint.name, error)
+    print("| checkpoint | repo | task | parameters | reload error | status |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['checkpoint']} | – | – | – | – | failed: {row['error'][:120]} |")
+        else:
+            error = row.get("reload_relative_error")
+            print(
+                f"| {row['checkpoint']} | {Path(row['output']).name} | {row['task']} | {row['num_parameters'] / 1e6:.1f}M "
+                f"| {'–' if error is None else f'{error:.1e}'} | ok |"
+            )
+    return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # one clear line for users; the traceback on request
         if getattr(args, "verbose", False):
             raise
-        print(f"pvt-hf {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"pvt-hf {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

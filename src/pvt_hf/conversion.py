@@ -95,7 +95,132 @@ def rename_official_key(key: str, task: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Other layouts people have: timm's `pvt_v2_*` and transformers' own `pvt` / `pvt_v2`. They are first renamed to the
+# official layout, so that one mapping (above) and one set of checks serve every source.
+
+
+def _timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    official = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^patch_embed\.", "patch_embed1.", key)
+        key = re.sub(r"^stages\.(\d+)\.downsample\.", lambda m: f"patch_embed{int(m[1]) + 1}.", key)
+        key = re.sub(r"^stages\.(\d+)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}.", key)
+        key = re.sub(r"^stages\.(\d+)\.norm\.", lambda m: f"norm{int(m[1]) + 1}.", key)
+        official[key.replace("mlp.dwconv.", "mlp.dwconv.dwconv.")] = value
+    return official
+
+
+_TRANSFORMERS_RENAMES = [  # (pattern, replacement) on keys without the model prefix
+    (r"^encoder\.layers\.(\d+)\.patch_embedding\.proj\.", lambda m: f"patch_embed{int(m[1]) + 1}.proj."),
+    (r"^encoder\.layers\.(\d+)\.patch_embedding\.layer_norm\.", lambda m: f"patch_embed{int(m[1]) + 1}.norm."),
+    (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm\.", lambda m: f"norm{int(m[1]) + 1}."),
+    (r"^encoder\.patch_embeddings\.(\d+)\.projection\.", lambda m: f"patch_embed{int(m[1]) + 1}.proj."),
+    (r"^encoder\.patch_embeddings\.(\d+)\.layer_norm\.", lambda m: f"patch_embed{int(m[1]) + 1}.norm."),
+    (r"^encoder\.patch_embeddings\.(\d+)\.position_embeddings$", lambda m: f"pos_embed{int(m[1]) + 1}"),
+    (r"^encoder\.patch_embeddings\.\d+\.cls_token$", lambda m: "cls_token"),
+    (r"^encoder\.block\.(\d+)\.(\d+)\.", lambda m: f"block{int(m[1]) + 1}.{m[2]}."),
+    (r"^encoder\.layer_norm\.", lambda m: "norm."),
+    (r"^classifier\.", lambda m: "head."),
+]
+_TRANSFORMERS_BLOCK_RENAMES = {
+    "layer_norm_1.": "norm1.", "layer_norm_2.": "norm2.", "attention.self.query.": "attn.q.",
+    "attention.query.": "attn.q.", "attention.output.dense.": "attn.proj.", "attention.proj.": "attn.proj.",
+    "attention.self.sequence_reduction.": "attn.sr.", "attention.spatial_reduction.": "attn.sr.",
+    "attention.self.layer_norm.": "attn.norm.", "attention.layer_norm.": "attn.norm.", "mlp.dense1.": "mlp.fc1.",
+    "mlp.dense2.": "mlp.fc2.",
+}  # fmt: skip
+
+
+def _transformers_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    official, keys, values = {}, {}, {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^(pvt_v2|pvt)\.", "", key)
+        for pattern, replacement in _TRANSFORMERS_RENAMES:
+            key = re.sub(pattern, replacement, key)
+        block = re.match(r"(block\d+\.\d+\.)(.+)$", key)
+        if block is not None:
+            rest = block[2]
+            for old, new in _TRANSFORMERS_BLOCK_RENAMES.items():
+                if rest.startswith(old):
+                    rest = new + rest[len(old) :]
+                    break
+            # separate key and value projections become the official fused `kv`
+            kv = re.match(r"attention\.(?:self\.)?(key|value)\.(weight|bias)$", rest)
+            if kv is not None:
+                (keys if kv[1] == "key" else values)[f"{block[1]}attn.kv.{kv[2]}"] = value
+                continue
+            key = block[1] + rest
+        official[key] = value
+    for name, key_tensor in keys.items():
+        official[name] = torch.cat([key_tensor, values.pop(name)])
+    official.update({f"{name}.unpaired_value": value for name, value in values.items()})  # reported as unused
+    return official
+
+
+def _transformers_official_args(config: dict) -> dict:
+    return {
+        "embed_dims": config["hidden_sizes"],
+        "num_heads": config["num_attention_heads"],
+        "mlp_ratios": config["mlp_ratios"],
+        "depths": config["depths"],
+        "sr_ratios": config.get("sr_ratios") or config.get("sequence_reduction_ratios"),
+        "linear": config.get("linear_attention", False),
+        "qkv_bias": config.get("qkv_bias", True),
+        "num_classes": len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2),
+        "img_size": config["image_size"][0] if isinstance(config.get("image_size"), list) else config.get("image_size", 224),
+    }
+
+
+def _load_transformers_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") not in ("pvt", "pvt_v2"):
+        raise ConversionError(
+            f"{folder} is a folder with model_type {config.get('model_type')!r}; only transformers' `pvt` and "
+            "`pvt_v2` folders (or official .pth files) can be converted."
+        )
+    weights = sorted(folder.glob("*.safetensors"))
+    if weights:
+        state_dict = {key: value for path in weights for key, value in load_file(path).items()}
+    else:
+        state_dict = {}
+        for path in sorted(folder.glob("pytorch_model*.bin")):
+            state_dict.update(torch.load(path, map_location="cpu", weights_only=True))
+    if not state_dict:
+        raise ConversionError(f"No weights (*.safetensors or pytorch_model*.bin) in {folder}.")
+    meta = {"CLASSES": [config["id2label"][str(i)] for i in range(len(config["id2label"]))]} if config.get("id2label") else {}
+    return _transformers_to_official(state_dict), meta, _transformers_official_args(config)
+
+
+def checkpoint_format(state_dict: dict[str, torch.Tensor]) -> str:
+    if "patch_embed.proj.weight" in state_dict and any(key.startswith("stages.") for key in state_dict):
+        return "timm"
+    if any(re.match(r"^(pvt_v2\.|pvt\.)?encoder\.(layers|patch_embeddings|block)\.", key) for key in state_dict):
+        return "transformers"
+    return "official"
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Reading checkpoints
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
+    """Any supported source as `(state_dict with official names, meta, official_args or None)`: an official .pth,
+    a timm `pvt_v2_*` state dict, or a transformers `pvt` / `pvt_v2` folder (whose config gives the arguments)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConversionError(f"{path} is a folder without config.json: not a transformers model folder.")
+        return _load_transformers_folder(path)
+    state_dict, meta = load_official_checkpoint(path)
+    layout = checkpoint_format(state_dict)
+    if layout == "timm":
+        state_dict = _timm_to_official(state_dict)
+    elif layout == "transformers":
+        state_dict = _transformers_to_official(state_dict)
+    return state_dict, meta, None
 
 
 def load_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -329,8 +454,10 @@ def convert_checkpoint(
     official_args: dict | None = None,
     task: str | None = None,
 ):
-    """Load an official checkpoint file and convert it: see `convert_official_state_dict`."""
-    state_dict, meta = load_official_checkpoint(checkpoint)
+    """Load a checkpoint (see `load_checkpoint`) and convert it: see `convert_official_state_dict`."""
+    state_dict, meta, folder_args = load_checkpoint(checkpoint)
+    if official_args is None and variant is None:
+        official_args = folder_args
     return convert_official_state_dict(state_dict, meta, variant=variant, official_args=official_args, task=task)
 
 
@@ -391,6 +518,7 @@ __all__ = [
     "convert_official_state_dict",
     "convert_state_dict",
     "detect_variants",
+    "load_checkpoint",
     "load_official_checkpoint",
     "normalize_variant",
     "rename_official_key",

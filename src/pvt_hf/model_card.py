@@ -1,0 +1,175 @@
+"""Model cards (README.md with Hub metadata) for converted PVT repositories."""
+
+from __future__ import annotations
+
+import json
+
+# Official figures, with their sources (the official READMEs and papers).
+IMAGENET_SOURCE = "whai362/PVT classification README (ImageNet-1K val, 224x224, single crop)"
+IMAGENET_TOP1_AND_PARAMS = {
+    "pvt-tiny": (75.1, 13.2),
+    "pvt-small": (79.8, 24.5),
+    "pvt-medium": (81.2, 44.2),
+    "pvt-large": (81.7, 61.4),
+    "pvt-v2-b0": (70.5, 3.7),
+    "pvt-v2-b1": (78.7, 14.0),
+    "pvt-v2-b2": (82.0, 25.4),
+    "pvt-v2-b2-linear": (82.1, 22.6),
+    "pvt-v2-b3": (83.1, 45.2),
+    "pvt-v2-b4": (83.6, 62.6),
+    "pvt-v2-b5": (83.8, 82.0),
+}
+ADE20K_SOURCE = {
+    1: "PVT v1 paper (arXiv:2102.12122), Semantic FPN on ADE20K val; the official segmentation README reports "
+    "{released} mIoU for the released model",
+    2: "PVT v2 paper (arXiv:2106.13797), Semantic FPN on ADE20K val",
+}
+ADE20K_MIOU = {  # paper value, and (v1) the value of the released model with the official code
+    "pvt-tiny": (35.7, 36.6),
+    "pvt-small": (39.8, 41.9),
+    "pvt-medium": (41.6, 43.5),
+    "pvt-large": (42.1, 43.5),
+    "pvt-v2-b0": (37.2, None),
+    "pvt-v2-b1": (42.5, None),
+    "pvt-v2-b2": (45.2, None),
+    "pvt-v2-b3": (47.3, None),
+    "pvt-v2-b4": (47.9, None),
+    "pvt-v2-b5": (48.7, None),
+}
+CITATION = """@inproceedings{wang2021pyramid,
+  title     = {Pyramid Vision Transformer: A Versatile Backbone for Dense Prediction without Convolutions},
+  author    = {Wang, Wenhai and Xie, Enze and Li, Xiang and Fan, Deng-Ping and Song, Kaitao and Liang, Ding and Lu, Tong and Luo, Ping and Shao, Ling},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year      = {2021}
+}
+
+@article{wang2022pvtv2,
+  title   = {PVT v2: Improved Baselines with Pyramid Vision Transformer},
+  author  = {Wang, Wenhai and Xie, Enze and Li, Xiang and Fan, Deng-Ping and Song, Kaitao and Liang, Ding and Lu, Tong and Luo, Ping and Shao, Ling},
+  journal = {Computational Visual Media},
+  volume  = {8},
+  number  = {3},
+  pages   = {415--424},
+  year    = {2022}
+}"""
+
+
+def repo_name(variant: str | None, task: str) -> str:
+    """Hub repository name of a converted official model, e.g. `pvt-v2-b2` or `fpn-pvt-v2-b2-ade20k`."""
+    base = variant or "pvt-custom"
+    return f"fpn-{base}-ade20k" if task == "semantic-segmentation" else base
+
+
+def official_figure(variant: str | None, task: str) -> tuple[str, float, str] | None:
+    """(metric name, value, source) from the official READMEs, or None for architectures they do not list."""
+    if task == "classification" and variant in IMAGENET_TOP1_AND_PARAMS:
+        return "top-1 accuracy (ImageNet-1K)", IMAGENET_TOP1_AND_PARAMS[variant][0], IMAGENET_SOURCE
+    if task == "semantic-segmentation" and variant in ADE20K_MIOU:
+        paper, released = ADE20K_MIOU[variant]
+        version = 1 if variant.startswith("pvt-") and not variant.startswith("pvt-v2") else 2
+        return "mIoU (ADE20K)", paper, ADE20K_SOURCE[version].format(released=released)
+    return None
+
+
+def model_card(config, variant: str | None, task: str, repo_id: str, num_parameters: int, source: str) -> str:
+    """README.md for a converted repository: Hub metadata, what the model is, its official figure, usage, citation."""
+    segmentation = task == "semantic-segmentation"
+    pipeline_tag = "image-segmentation" if segmentation else "image-classification"
+    dataset = "scene_parse_150" if segmentation else "imagenet-1k"
+    figure = official_figure(variant, task) if config.num_labels == (150 if segmentation else 1000) else None
+    metadata = [
+        "---",
+        "license: apache-2.0",
+        "library_name: transformers",
+        f"pipeline_tag: {pipeline_tag}",
+        "tags:",
+        "- vision",
+        "- pvt",
+        "- pyramid-vision-transformer",
+        f"- {pipeline_tag}",
+        *(["- semantic-segmentation", "- semantic-fpn"] if segmentation else []),
+        "- pvt-hf",
+        *(["datasets:", f"- {dataset}"] if figure is not None else []),
+    ]
+    if figure is not None:
+        metric, value, figure_source = figure
+        metadata += [
+            "model-index:",
+            f"- name: {repo_id.split('/')[-1]}",
+            "  results:",
+            "  - task:",
+            f"      type: {pipeline_tag}",
+            "    dataset:",
+            f"      name: {'ADE20K' if segmentation else 'ImageNet-1K'}",
+            f"      type: {dataset}",
+            "    metrics:",
+            f"    - type: {'mean_iou' if segmentation else 'accuracy'}",
+            f"      value: {value}",
+            f"      name: {metric}",
+            "    source:",
+            f"      name: {json.dumps(figure_source)}",
+            "      url: https://github.com/whai362/PVT",
+        ]
+    metadata.append("---")
+
+    architecture = variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
+    head = "with the Semantic FPN head (FPN neck + FPN head, as in mmseg)" if segmentation else "image classifier"
+    released = variant is not None and config.num_labels == (150 if segmentation else 1000)
+    trained_on = (
+        f"trained on {'ADE20K' if segmentation else 'ImageNet-1K'} by the PVT authors"
+        if released
+        else f"with {config.num_labels} classes"
+    )
+    what = f"{architecture} {head}, {trained_on}"
+    auto_class = "AutoModelForSemanticSegmentation" if segmentation else "AutoModelForImageClassification"
+    figure_line = (
+        f"Official result: **{figure[1]}** {figure[0]} — source: {figure[2]}."
+        if figure is not None
+        else "The official READMEs report no figure for this architecture."
+    )
+    usage_output = (
+        "masks = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]"
+        if segmentation
+        else 'print(model.config.id2label[outputs.logits.argmax(-1).item()])'
+    )
+    body = f"""
+# {repo_id.split("/")[-1]}
+
+{what}, converted from the official checkpoint (`{source}`) with pvt-hf for
+Hugging Face transformers. The converted model reproduces the official code's outputs to fp32 rounding.
+{num_parameters / 1e6:.1f}M parameters.
+
+{figure_line}
+
+## Use with pvt-hf
+
+```python
+import pvt_hf  # registers PVT with the Auto classes
+from PIL import Image
+from transformers import AutoImageProcessor, {auto_class}
+
+processor = AutoImageProcessor.from_pretrained("{repo_id}")
+model = {auto_class}.from_pretrained("{repo_id}")
+image = Image.open("image.jpg")
+outputs = model(**processor(image, return_tensors="pt"))
+{usage_output}
+```
+
+## Use without installing pvt-hf
+
+The repository carries its modeling code:
+
+```python
+from transformers import pipeline
+
+pipe = pipeline("{pipeline_tag}", model="{repo_id}", trust_remote_code=True)
+print(pipe("image.jpg"))
+```
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return "\n".join(metadata) + "\n" + body
