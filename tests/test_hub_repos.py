@@ -1,0 +1,124 @@
+"""`pvt-hf convert` writes complete, verified Hub repositories for every released layout, and publishes them."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REFERENCE
+from pvt_hf.cli import main
+from pvt_hf.conversion import rename_official_key
+from pvt_hf.model_card import ADE20K_MIOU, IMAGENET_TOP1_AND_PARAMS
+
+MANIFESTS = json.loads((REFERENCE / "official_manifests.json").read_text())
+
+
+def official_file(folder, name, seed=0):
+    """A checkpoint file with the manifest's keys and shapes, random values (positive BN variances)."""
+    generator = torch.Generator().manual_seed(seed)
+    state_dict = {}
+    for key, shape in MANIFESTS[name].items():
+        if key.endswith("num_batches_tracked"):
+            state_dict[key] = torch.tensor(40000)
+        elif key.endswith("running_var"):
+            state_dict[key] = torch.rand(*shape, generator=generator) + 0.5
+        else:
+            state_dict[key] = torch.randn(*shape, generator=generator) * 0.02
+    checkpoint = {"meta": {"mmseg_version": "0.13.0"}, "state_dict": state_dict} if name.startswith("fpn_") else state_dict
+    path = folder / f"{name}.pth"
+    torch.save(checkpoint, path)
+    return path, state_dict
+
+
+@pytest.mark.parametrize("index, name", list(enumerate(MANIFESTS)))
+def test_every_release_becomes_a_complete_repo(tmp_path, index, name):
+    path, state_dict = official_file(tmp_path, name)
+    segmentation = name.startswith("fpn_")
+    variant = name.removeprefix("fpn_").removesuffix("_ade20k").replace("_li", "-linear").replace("_", "-")
+    argv = ["convert", str(path), str(tmp_path / "repo"), "--no-verify"]
+    if index % 2:  # half name the variant, half have it detected
+        argv += ["--variant", name]
+    assert main(argv) == 0
+    repo = tmp_path / "repo"
+    files = sorted(p.name for p in repo.iterdir())
+    expected = {"README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py"}
+    assert expected <= set(files), files
+    assert segmentation == ("modeling_pvt_segmentation.py" in files)
+    config = json.loads((repo / "config.json").read_text())
+    assert config["model_type"] == "pvt_hf" and len(config["id2label"]) == (150 if segmentation else 1000)
+    card = (repo / "README.md").read_text()
+    figure = ADE20K_MIOU.get(variant, (None,))[0] if segmentation else IMAGENET_TOP1_AND_PARAMS[variant][0]
+    if figure is None:  # the official READMEs give no Semantic FPN figure for PVT v2-b2-linear
+        assert "report no figure" in card
+    else:
+        assert f"value: {figure}\n" in card
+    assert "license: apache-2.0" in card and "trust_remote_code=True" in card
+    assert f"pipeline_tag: {'image-segmentation' if segmentation else 'image-classification'}" in card
+    weights = load_file(repo / "model.safetensors")
+    task = "semantic-segmentation" if segmentation else "classification"
+    assert len(weights) == len(state_dict)
+    for key, value in state_dict.items():
+        assert torch.equal(weights[rename_official_key(key, task)], value), key
+
+
+@pytest.mark.parametrize("name", ["pvt_v1_mini_cls", "pvt_v2_li_mini_seg"])
+def test_reference_checkpoints_verify_after_reload(tmp_path, name, caplog):
+    caplog.set_level("INFO", logger="pvt_hf")
+    argv = ["convert", str(REFERENCE / f"{name}.pth"), str(tmp_path / "repo"), "--official-args", str(REFERENCE / f"{name}.json")]
+    assert main(argv) == 0
+    assert "Reloaded" in caplog.text and "logits relative error 0.0e+00" in caplog.text
+
+
+def test_half_precision_weights(tmp_path):
+    name = "pvt_v2_mini_cls"
+    argv = ["convert", str(REFERENCE / f"{name}.pth"), str(tmp_path / "repo"), "--official-args", str(REFERENCE / f"{name}.json"), "--dtype", "bf16"]
+    assert main(argv) == 0
+    assert {value.dtype for value in load_file(tmp_path / "repo" / "model.safetensors").values()} == {torch.bfloat16}
+
+
+def test_convert_all_with_summary(tmp_path, capsys):
+    source = tmp_path / "downloads"
+    source.mkdir()
+    official_file(source, "pvt_v2_b0")
+    official_file(source, "fpn_pvt_v2_b0_ade20k")
+    (source / "broken.pth").write_bytes(b"not a checkpoint")
+    assert main(["convert", "--all", str(source), str(tmp_path / "hub"), "--no-verify"]) == 1  # one file failed
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == ["fpn-pvt-v2-b0-ade20k", "pvt-v2-b0"]
+    assert "| pvt_v2_b0.pth | pvt-v2-b0 | classification | 3.7M |" in out
+    assert "| broken.pth | – | – | – | – | failed: Cannot read" in out
+
+
+def test_push_dry_run_and_offline_push(tmp_path, caplog, capsys, monkeypatch):
+    caplog.set_level("INFO", logger="pvt_hf")
+    name = "pvt_v2_mini_cls"
+    base = ["convert", str(REFERENCE / f"{name}.pth"), "--official-args", str(REFERENCE / f"{name}.json"), "--no-verify"]
+    assert main([base[0], base[1], str(tmp_path / "a"), *base[2:], "--push-to-hub", "org/pvt-mini", "--dry-run"]) == 0
+    assert "Would upload to org/pvt-mini: README.md, config.json, configuration_pvt.py, model.safetensors" in caplog.text
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([base[0], base[1], str(tmp_path / "b"), *base[2:], "--push-to-hub", "org/pvt-mini"]) == 1
+    error = capsys.readouterr().err
+    assert "Cannot push to the Hub" in error and "was written and is complete" in error
+    assert (tmp_path / "b" / "model.safetensors").is_file()
+
+
+def test_transformers_native_folders_convert(tmp_path):
+    from transformers import PvtV2Config, PvtV2ForImageClassification
+
+    torch.manual_seed(0)
+    theirs = PvtV2ForImageClassification(PvtV2Config(depths=[1, 2, 1, 1], num_labels=3, id2label={0: "a", 1: "b", 2: "c"})).eval()
+    theirs.save_pretrained(tmp_path / "theirs")
+    assert main(["convert", str(tmp_path / "theirs"), str(tmp_path / "ours")]) == 0
+    from transformers import AutoModelForImageClassification
+
+    ours = AutoModelForImageClassification.from_pretrained(tmp_path / "ours").eval()
+    assert ours.config.id2label == {0: "a", 1: "b", 2: "c"}
+    # transformers' PvtV2 uses LayerNorm eps 1e-6 where the official code uses 1e-5; with theirs, outputs agree
+    for module in ours.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.eps = 1e-6
+    pixel_values = torch.randn(1, 3, 160, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(pixel_values).logits, theirs(pixel_values).logits, rtol=1e-5, atol=1e-5)
