@@ -122,3 +122,21 @@ def test_transformers_native_folders_convert(tmp_path):
     pixel_values = torch.randn(1, 3, 160, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(pixel_values).logits, theirs(pixel_values).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stem", ["pvt_v2_tiny_timm", "pvt_v2_li_tiny_timm"])
+def test_timm_state_dicts_convert(tmp_path, stem):
+    """State dicts saved by timm's `pvt_v2_*` (fixture made with timm 1.0.31) convert and give timm's logits."""
+    from transformers import AutoModelForImageClassification
+
+    from conftest import FIXTURES, relative_error
+
+    spec = json.loads((FIXTURES / "timm" / f"{stem}.json").read_text())
+    argv = ["convert", str(FIXTURES / "timm" / f"{stem}.pth"), str(tmp_path / "repo"), "--official-args", json.dumps(spec["official_args"])]
+    assert main(argv) == 0
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "repo").eval()
+    tensors = load_file(FIXTURES / "timm" / f"{stem}.io.safetensors")
+    for index in (0, 1):
+        with torch.no_grad():
+            logits = model(tensors[f"pixel_values_{index}"]).logits
+        assert relative_error(logits, tensors[f"logits_{index}"]) <= 1e-6
