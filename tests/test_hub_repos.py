@@ -43,11 +43,17 @@ def test_every_release_becomes_a_complete_repo(tmp_path, index, name):
     assert main(argv) == 0
     repo = tmp_path / "repo"
     files = sorted(p.name for p in repo.iterdir())
-    expected = {"README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py"}
+    expected = {
+        "README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py",
+        "preprocessor_config.json", "image_processing_pvt.py",
+    }  # fmt: skip
     assert expected <= set(files), files
     assert segmentation == ("modeling_pvt_segmentation.py" in files)
     config = json.loads((repo / "config.json").read_text())
     assert config["model_type"] == "pvt_hf" and len(config["id2label"]) == (150 if segmentation else 1000)
+    processor = json.loads((repo / "preprocessor_config.json").read_text())
+    # the official evaluation transform of the task: ImageNet center crop, or ADE20K whole-image test resize
+    assert processor["do_center_crop"] is (not segmentation) and processor["do_reduce_labels"] is segmentation
     card = (repo / "README.md").read_text()
     figure = ADE20K_MIOU.get(variant, (None,))[0] if segmentation else IMAGENET_TOP1_AND_PARAMS[variant][0]
     if figure is None:  # the official READMEs give no Semantic FPN figure for PVT v2-b2-linear
@@ -96,7 +102,10 @@ def test_push_dry_run_and_offline_push(tmp_path, caplog, capsys, monkeypatch):
     name = "pvt_v2_mini_cls"
     base = ["convert", str(REFERENCE / f"{name}.pth"), "--official-args", str(REFERENCE / f"{name}.json"), "--no-verify"]
     assert main([base[0], base[1], str(tmp_path / "a"), *base[2:], "--push-to-hub", "org/pvt-mini", "--dry-run"]) == 0
-    assert "Would upload to org/pvt-mini: README.md, config.json, configuration_pvt.py, model.safetensors" in caplog.text
+    assert (
+        "Would upload to org/pvt-mini: README.md, config.json, configuration_pvt.py, image_processing_pvt.py, "
+        "model.safetensors, modeling_pvt.py, preprocessor_config.json" in caplog.text
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main([base[0], base[1], str(tmp_path / "b"), *base[2:], "--push-to-hub", "org/pvt-mini"]) == 1
     error = capsys.readouterr().err

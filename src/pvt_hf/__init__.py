@@ -6,12 +6,16 @@ Importing the package registers every class with transformers' Auto classes and 
 from transformers import (
     AutoBackbone,
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
 )
+from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
+from transformers.utils import logging as transformers_logging
 
 from .configuration_pvt import PRESETS, PvtConfig
+from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
 from .modeling_pvt_segmentation import PvtForSemanticSegmentation
 
@@ -31,6 +35,21 @@ def _register() -> None:
     AutoModelForImageClassification.register(PvtConfig, PvtForImageClassification, exist_ok=True)
     AutoBackbone.register(PvtConfig, PvtBackbone, exist_ok=True)
     AutoModelForSemanticSegmentation.register(PvtConfig, PvtForSemanticSegmentation, exist_ok=True)
+    # One class serves both backends transformers may ask for (it needs no torchvision). Registering makes
+    # transformers resolve its own `pvt` processor, which warns about torchvision: irrelevant here, so silenced.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        AutoImageProcessor.register(
+            PvtConfig, image_processor_classes={"pil": PvtImageProcessor, "torchvision": PvtImageProcessor}, exist_ok=True
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    # PVT has no video processor; saying so stops pipelines from looking for a remote one (which would prompt
+    # for trust_remote_code, inferring `PvtVideoProcessor` from the image processor's auto_map).
+    # (`AutoVideoProcessor.register` itself demands torchvision, hence the mapping.)
+    VIDEO_PROCESSOR_MAPPING.register(PvtConfig, {"torchvision": None}, exist_ok=True)
+    PvtImageProcessor.register_for_auto_class("AutoImageProcessor")
     # `save_pretrained` then copies the modeling code and writes `auto_map`, for `trust_remote_code=True`.
     PvtConfig.register_for_auto_class()
     for auto_class, model_class in AUTO_CLASSES.items():
@@ -45,6 +64,7 @@ __all__ = [
     "PvtConfig",
     "PvtForImageClassification",
     "PvtForSemanticSegmentation",
+    "PvtImageProcessor",
     "PvtModel",
     "PvtPreTrainedModel",
 ]
