@@ -86,3 +86,23 @@ def test_hub_id_resolves_from_the_cache_offline(converted, tmp_path):
     missing = "import pvt_hf, transformers\ntransformers.AutoModel.from_pretrained('pvt-hf/not-there')"
     result = subprocess.run([sys.executable, "-c", missing], capture_output=True, text=True, env={**os.environ, **env})
     assert result.returncode != 0 and "offline" in result.stderr.lower()
+
+
+def test_pipeline_with_trust_remote_code_without_pvt_hf(converted, tmp_path):
+    """The whole pipeline (processor + model) runs from the folder's own code and gives pvt-hf's answer."""
+    import skimage.data
+    from PIL import Image
+
+    Image.fromarray(skimage.data.coffee()).save(tmp_path / "coffee.png")
+    answer = (
+        "import json\nfrom transformers import pipeline\n"
+        "pipe = pipeline('image-classification', model={folder!r}, trust_remote_code={remote})\n"
+        "print(json.dumps({{'module': type(pipe.image_processor).__module__, 'top': pipe({image!r}, top_k=3)}}))"
+    )
+    folder, image = converted("pvt_v2_mini_cls"), str(tmp_path / "coffee.png")
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    remote = run_python(BLOCK_PVT_HF + answer.format(folder=folder, image=image, remote=True), env=env, cwd=tmp_path)
+    local = run_python("import pvt_hf\n" + answer.format(folder=folder, image=image, remote=False), env=env, cwd=tmp_path)
+    assert remote["module"].startswith("transformers_modules") and local["module"] == "pvt_hf.image_processing_pvt"
+    assert [p["label"] for p in remote["top"]] == [p["label"] for p in local["top"]]
+    assert [p["score"] for p in remote["top"]] == pytest.approx([p["score"] for p in local["top"]], rel=1e-6)
