@@ -83,6 +83,10 @@ def test_cli_refuses_bad_input_and_leaves_nothing_behind(tmp_path, capsys):
     work.mkdir()
     truncated = work / "truncated.pth"
     truncated.write_bytes(source.read_bytes()[:5000])
+    incomplete = work / "incomplete.pth"
+    checkpoint = torch.load(source, weights_only=True)
+    del checkpoint["block1.0.attn.kv.bias"]
+    torch.save(checkpoint, incomplete)
     existing = work / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
@@ -95,6 +99,7 @@ def test_cli_refuses_bad_input_and_leaves_nothing_behind(tmp_path, capsys):
         ([str(source), str(work / "c")], "Cannot tell the variant"),
         ([str(source), str(work / "d"), "--official-args", official_args, "--task", "semantic-segmentation"], "classification checkpoint"),
         ([str(work / "missing.pth"), str(work / "e"), "--variant", "pvt-v2-b0"], "Checkpoint not found"),
+        ([str(incomplete), str(work / "f"), "--official-args", official_args], "not in the checkpoint: ['pvt.encoder.stages.0.layers.0.attention.key_value.bias']"),
     ]
     for argv, message in cases:
         assert main(["convert", *argv]) == 1
@@ -105,7 +110,7 @@ def test_cli_refuses_bad_input_and_leaves_nothing_behind(tmp_path, capsys):
     # --force replaces the folder completely
     assert main(["convert", str(source), str(existing), "--official-args", official_args, "--force"]) == 0
     assert not (existing / "keep.txt").exists() and (existing / "model.safetensors").is_file()
-    assert sorted(p.name for p in work.iterdir()) == ["existing", "truncated.pth"]
+    assert sorted(p.name for p in work.iterdir()) == ["existing", "incomplete.pth", "truncated.pth"]
 
 
 def test_console_script_runs(tmp_path):
