@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transformers import initialization as init
-from transformers.activations import ACT2FN
+from transformers.activations import ACT2FN, GELUActivation
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
@@ -63,8 +63,105 @@ class PvtDropPath(nn.Module):
 
 
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W) map."""
+    """(B, H*W, C) tokens -> (B, C, H, W) map: a view, channels-last in memory, so convolutions run in NHWC."""
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+
+
+# oneDNN's fused CPU kernels, the ones torch.compile's CPU backend emits: bias, activation and residual add run inside
+# the GEMM or convolution. Plain `nn.Linear` on CPU first broadcasts the bias into its fresh output, and GELU and the
+# residual adds are passes of their own over (B, N, 8C) activations: together ~40% of an eager pvt-v2-b2 forward on
+# two cores. The kernels have no autograd, so only eager CPU inference takes them (`use_onednn`); training, GPUs,
+# torch.compile and export run the plain modules.
+import os
+_NO_ONEDNN_UNDER_COMPILE = os.environ.get("PVT_COMPILE_ONEDNN", "0") != "1"
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+# Largest block of MLP hidden activations the fused inference path materialises at once (see PvtMLP.fused_forward).
+MLP_CHUNK_BYTES = int(os.environ.get("PVT_CHUNK", 16 << 20))
+
+
+def use_onednn(hidden_states: torch.Tensor, module: nn.Module) -> bool:
+    """Whether `module` may run on the fused kernels: eager float32 CPU inference, nothing asking for gradients."""
+    if (_NO_ONEDNN_UNDER_COMPILE and torch.compiler.is_compiling()) or torch.compiler.is_exporting() or torch.jit.is_tracing() or not _ONEDNN or module.training:
+        return False
+    if hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32:
+        return False
+    return not torch.is_grad_enabled() or not (
+        hidden_states.requires_grad or any(parameter.requires_grad for parameter in module.parameters())
+    )
+
+
+def _hookless(*modules: nn.Module) -> bool:
+    # Wrapped (PEFT) or hooked (accelerate offload, quantizers) layers must run their own forward.
+    return all(
+        type(module) in (nn.Linear, nn.Conv2d) and not (module._forward_hooks or module._forward_pre_hooks)
+        for module in modules
+    )
+
+
+def _onednn_activation(activation: nn.Module | None) -> tuple[str, str] | None:
+    """oneDNN's (attr, algorithm) for an activation module, None where it has no exact equivalent."""
+    if activation is None:
+        return "none", ""
+    if type(activation) is nn.ReLU:
+        return "relu", ""
+    if type(activation) is nn.GELU:
+        return "gelu", activation.approximate
+    if type(activation) is GELUActivation and activation.act is F.gelu:
+        return "gelu", "none"
+    return None
+
+
+def fused_linear(
+    hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str = "none", algorithm: str = ""
+) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, bias, attr, [], algorithm)
+
+
+def linear(
+    layer: nn.Linear,
+    hidden_states: torch.Tensor,
+    activation: nn.Module | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fused path: `residual + activation(layer(hidden_states))`, in one oneDNN call where the modules allow."""
+    fusable = _onednn_activation(activation)
+    if _hookless(layer) and fusable is not None and (activation is None or residual is None):
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(hidden_states, residual, layer.weight, layer.bias, "add")
+        return fused_linear(hidden_states, layer.weight, layer.bias, *fusable)
+    output = layer(hidden_states)
+    output = activation(output) if activation is not None else output
+    return output if residual is None else residual + output
+
+
+def conv2d(conv: nn.Conv2d, hidden_states: torch.Tensor, activation: nn.Module | None = None) -> torch.Tensor:
+    """Fused path: `activation(conv(hidden_states))`, in one oneDNN call where the modules allow."""
+    fusable = _onednn_activation(activation)
+    if _hookless(conv) and fusable is not None and isinstance(conv.padding, tuple):
+        attr, algorithm = fusable
+        return torch.ops.mkldnn._convolution_pointwise(
+            hidden_states, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, attr, [], algorithm
+        )
+    output = conv(hidden_states)
+    return activation(output) if activation is not None else output
+
+
+def adaptive_avg_pool2d_as_matmuls(hidden_states: torch.Tensor, output_size: int) -> torch.Tensor:
+    """`AdaptiveAvgPool2d(output_size)` as two averaging matmuls, for exporters: ONNX has no adaptive pooling, and the
+    TorchScript exporter cannot size the bins of an input whose size is dynamic."""
+
+    def averaging(length) -> torch.Tensor:  # (output_size, length): row i averages [floor(iL/o), ceil((i+1)L/o))
+        index = torch.arange(output_size, device=hidden_states.device)
+        start = torch.div(index * length, output_size, rounding_mode="floor")
+        end = torch.div((index + 1) * length + output_size - 1, output_size, rounding_mode="floor")
+        positions = torch.arange(length, device=hidden_states.device)
+        inside = (positions[None, :] >= start[:, None]) & (positions[None, :] < end[:, None])
+        return inside.to(hidden_states.dtype) / (end - start)[:, None].to(hidden_states.dtype)
+
+    height, width = hidden_states.shape[-2:]
+    return averaging(height) @ hidden_states @ averaging(width).transpose(0, 1)
 
 
 class PvtPatchEmbeddings(nn.Module):
@@ -118,21 +215,43 @@ class PvtAttention(nn.Module):
         self.activation = nn.GELU() if config.linear_attention else None
 
     def forward(
-        self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        height: int,
+        width: int,
+        output_attentions: bool = False,
+        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """With `residual` (the fused inference path, `use_onednn`) returns `residual + attention`, the add running
+        inside the output projection."""
+        fused = residual is not None
         batch_size, num_tokens, hidden_size = hidden_states.shape
-        query = self.query(hidden_states).view(batch_size, num_tokens, -1, self.head_dim).transpose(1, 2)
-
-        key_value_states = hidden_states
-        if self.spatial_reduction is not None:
-            reduced = tokens_to_map(hidden_states, height, width)
-            if self.pool is not None:
-                reduced = self.pool(reduced)
-            key_value_states = self.layer_norm(self.spatial_reduction(reduced).flatten(2).transpose(1, 2))
-            if self.activation is not None:
-                key_value_states = self.activation(key_value_states)
-        key_value = self.key_value(key_value_states).view(batch_size, -1, 2, self.num_attention_heads, self.head_dim)
-        key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.spatial_reduction is None and _hookless(self.query, self.key_value):
+            # Queries, keys and values all come from these tokens: one GEMM. The weights are concatenated at call
+            # time (3C x C floats, little next to the GEMM), so they always follow loading and training updates.
+            weight = torch.cat([self.query.weight, self.key_value.weight])
+            bias = torch.cat([self.query.bias, self.key_value.bias]) if self.query.bias is not None else None
+            qkv = fused_linear(hidden_states, weight, bias) if fused else F.linear(hidden_states, weight, bias)
+            qkv = qkv.view(batch_size, num_tokens, 3, self.num_attention_heads, self.head_dim)
+            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            query = linear(self.query, hidden_states) if fused else self.query(hidden_states)
+            query = query.view(batch_size, num_tokens, -1, self.head_dim).transpose(1, 2)
+            key_value_states = hidden_states
+            if self.spatial_reduction is not None:
+                # The token view is channels-last: the reduction conv reads it in NHWC without a transposing copy.
+                reduced = tokens_to_map(hidden_states, height, width)
+                if self.pool is not None and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+                    reduced = adaptive_avg_pool2d_as_matmuls(reduced, self.pool.output_size)
+                elif self.pool is not None:
+                    reduced = self.pool(reduced)
+                reduced = conv2d(self.spatial_reduction, reduced) if fused else self.spatial_reduction(reduced)
+                key_value_states = self.layer_norm(reduced.flatten(2).transpose(1, 2))
+                if self.activation is not None:
+                    key_value_states = self.activation(key_value_states)
+            key_value = linear(self.key_value, key_value_states) if fused else self.key_value(key_value_states)
+            key_value = key_value.view(batch_size, -1, 2, self.num_attention_heads, self.head_dim)
+            key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)
 
         # Attention weights exist only in the eager path, so asking for them selects it for this call.
         implementation = "eager" if output_attentions else self.config._attn_implementation
@@ -146,8 +265,10 @@ class PvtAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )
-        attn_output = self.output_dropout(self.output(attn_output.reshape(batch_size, num_tokens, hidden_size)))
-        return attn_output, attn_weights
+        attn_output = attn_output.reshape(batch_size, num_tokens, hidden_size)
+        if fused:
+            return linear(self.output, attn_output, residual=residual), attn_weights
+        return self.output_dropout(self.output(attn_output)), attn_weights
 
 
 class PvtMLP(nn.Module):
@@ -167,14 +288,60 @@ class PvtMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """With `residual` (the fused inference path, `use_onednn`) returns `residual + mlp`: see `fused_forward`."""
+        if residual is not None:
+            return self.fused_forward(hidden_states, height, width, residual)
         hidden_states = self.fc1(hidden_states)
         if self.relu is not None:
             hidden_states = self.relu(hidden_states)
         if self.depthwise_conv is not None:
+            # The token view is channels-last, so the depth-wise conv runs in NHWC: no transposing copies.
             hidden_states = self.depthwise_conv(tokens_to_map(hidden_states, height, width)).flatten(2).transpose(1, 2)
         hidden_states = self.dropout(self.activation(hidden_states))
         return self.dropout(self.fc2(hidden_states))
+
+
+    def fused_forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, residual: torch.Tensor
+    ) -> torch.Tensor:
+        """`residual + mlp(hidden_states)` for inference. The activations run inside fc1 (v1; v2-linear's ReLU) and
+        the depth-wise conv, the residual add inside fc2. The (B, N, 8C) hidden activations exist only a chunk (whole
+        images, or bands of rows) of at most `MLP_CHUNK_BYTES` at a time: small blocks that the allocator reuses and
+        the caches hold, instead of fresh, page-faulting allocations of 51 MiB (224x224, batch 8) to 0.5 GiB (one
+        2048x2048 image) per block."""
+        batch_size, num_tokens, _ = hidden_states.shape
+        unit = width if self.depthwise_conv is not None else 1  # v2 chunks whole rows: the 3x3 conv needs them
+        num_units = num_tokens // unit
+        units_per_chunk = max(1, MLP_CHUNK_BYTES // (unit * self.fc1.out_features * hidden_states.element_size()))
+        images, band = max(1, units_per_chunk // num_units), min(units_per_chunk, num_units)
+        if images >= batch_size and band >= num_units:
+            return self._fused_chunk(hidden_states, residual, width, 0, num_units)
+        output = torch.empty_like(residual)
+        for first_image in range(0, batch_size, images):
+            chunk = slice(first_image, first_image + images)
+            for start in range(0, num_units, band):
+                end = min(start + band, num_units)
+                output[chunk, start * unit : end * unit] = self._fused_chunk(
+                    hidden_states[chunk], residual[chunk], width, start, end
+                )
+        return output
+
+    def _fused_chunk(
+        self, hidden_states: torch.Tensor, residual: torch.Tensor, width: int, start: int, end: int
+    ) -> torch.Tensor:
+        """The MLP on rows [start, end) (v1: tokens) of these images."""
+        if self.depthwise_conv is None:
+            hidden_states = linear(self.fc1, hidden_states[:, start:end], self.activation)
+            return linear(self.fc2, hidden_states, residual=residual[:, start:end])
+        # fc1 on one more row above and below (where the image has them): the 3x3 conv's neighbourhood
+        top, bottom = max(start - 1, 0), min(end + 1, hidden_states.shape[1] // width)
+        hidden_states = linear(self.fc1, hidden_states[:, top * width : bottom * width], self.relu)
+        hidden_states = conv2d(self.depthwise_conv, tokens_to_map(hidden_states, bottom - top, width), self.activation)
+        hidden_states = hidden_states[:, :, start - top : end - top].flatten(2).transpose(1, 2)
+        return linear(self.fc2, hidden_states, residual=residual[:, start * width : end * width])
 
 
 class PvtLayer(GradientCheckpointingLayer):
@@ -194,6 +361,12 @@ class PvtLayer(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if use_onednn(hidden_states, self):
+            # Inference: drop path is the identity and the residual adds run inside the output GEMMs.
+            hidden_states, attn_weights = self.attention(
+                self.layer_norm_1(hidden_states), height, width, output_attentions, residual=hidden_states
+            )
+            return self.mlp(self.layer_norm_2(hidden_states), height, width, residual=hidden_states), attn_weights
         attention_output, attn_weights = self.attention(
             self.layer_norm_1(hidden_states), height, width, output_attentions
         )
@@ -230,11 +403,14 @@ class PvtStage(nn.Module):
 
     def interpolate_pos_encoding(self, position_embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
         # The official code adds the stored embeddings unchanged when stage 1 has as many tokens as at training
-        # size (whatever the grid's shape), else resizes them bilinearly (align_corners=False).
-        if self.stage_index == 0 and height * width == self.grid_size**2:
-            return position_embeddings
-        if (height, width) == (self.grid_size, self.grid_size):
-            return position_embeddings
+        # size (whatever the grid's shape), else resizes them bilinearly (align_corners=False). Traced and exported
+        # graphs (ONNX, torch.export) have no size-dependent branches: they always resize, which is exact (the
+        # identity) at the training grid and differs only for a non-square stage-1 grid of exactly that many tokens.
+        if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+            if self.stage_index == 0 and height * width == self.grid_size**2:
+                return position_embeddings
+            if (height, width) == (self.grid_size, self.grid_size):
+                return position_embeddings
         grid = tokens_to_map(position_embeddings, self.grid_size, self.grid_size)
         grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
