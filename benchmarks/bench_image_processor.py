@@ -17,11 +17,12 @@ their output is *not* the official transform; the "diff" columns quantify that.
 
 Usage::
 
-    python benchmarks/bench_image_processor.py                      # writes benchmarks/results_image_processor.md
-    /tmp/tv-venv/bin/python benchmarks/bench_image_processor.py --append   # adds the torchvision run
+    python benchmarks/bench_image_processor.py                      # section of benchmarks/RESULTS.md
+    /tmp/tv-venv/bin/python benchmarks/bench_image_processor.py   # the torchvision section
 """
 
 import argparse
+from pathlib import Path
 import os
 import platform
 import statistics
@@ -114,8 +115,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--output", default=os.path.join(HERE, "results_image_processor.md"))
-    parser.add_argument("--append", action="store_true", help="append to --output instead of overwriting it")
+    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="results file: this run replaces its section")
     args = parser.parse_args()
 
     images = load_photos(args.batch_size)
@@ -174,17 +174,15 @@ def main() -> None:
         table.append(f"| {name} | {ips:.1f} | {ms:.1f} | {ratio:.2f} | {mean_diff} | {max_diff} |")
     text = header + "\n".join(table) + "\n"
     print(text)
-    mode = "a" if args.append and os.path.exists(args.output) else "w"
-    with open(args.output, mode, encoding="utf-8") as handle:
-        if mode == "w":
-            handle.write(
-                "## Image processor throughput (`benchmarks/bench_image_processor.py`)\n\n"
-                "pvt_hf's `PvtImageProcessor` (official PVT eval transform, exact) vs transformers' PVT image "
-                "processors (squash-resize to 224x224, not the official transform).\n\n"
-            )
-        else:
-            handle.write("\n")
-        handle.write(text)
+    from pvt_hf.benchmark import write_section
+
+    section = "image-processor-" + ("torchvision" if "torchvision not installed" not in header else "pil")
+    intro = (
+        "## Image processor throughput (`benchmarks/bench_image_processor.py`)\n\n"
+        "pvt_hf's `PvtImageProcessor` (official PVT eval transform, exact) vs transformers' PVT image "
+        "processors (squash-resize to 224x224, not the official transform).\n\n"
+    )
+    write_section(Path(args.output), section, (intro if section.endswith("pil") else "") + text)
     print(f"written to {args.output}")
 
 

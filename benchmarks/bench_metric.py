@@ -3,8 +3,8 @@
 Goal: accumulating one batch of 16 ADE20K-sized label maps (512 x 512, 150 classes, some pixels 255) takes less than
 a tenth of the time of the forward pass of a pvt-v2-b0 backbone on that batch (16 x 3 x 512 x 512).
 
-    python benchmarks/bench_metric.py                      # CPU, writes benchmarks/results_metric.md
-    python benchmarks/bench_metric.py --device cuda --output benchmarks/results_metric_cuda.md
+    python benchmarks/bench_metric.py                      # CPU, a section of benchmarks/RESULTS.md
+    python benchmarks/bench_metric.py --device cuda
 
 The model is `pvt_hf.PvtModel(PvtConfig.from_preset("pvt-v2-b0"))`; if pvt_hf's model cannot be built, transformers'
 `PvtV2Model` with the same architecture (same cost) is used instead, and the report says which. Weights are random:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric-repeats", type=int, default=10)
     parser.add_argument("--forward-repeats", type=int, default=2, help="forward passes timed (after one warm-up)")
     parser.add_argument("--forward-warmup", type=int, default=1)
-    parser.add_argument("--output", default=str(Path(__file__).with_name("results_metric.md")))
+    parser.add_argument("--output", default=str(Path(__file__).with_name("RESULTS.md")), help="results file: this run replaces its section")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     update_times = timed(lambda: metric.update(predictions, references), device, args.metric_repeats)
     rows.append((f"`MeanIoU.update`, int64 label maps {batch}x{size}x{size}", update_times))
     rows.append((
-        f"`MeanIoU.update`, int64 predictions + uint8 references",
+        "`MeanIoU.update`, int64 predictions + uint8 references",
         timed(lambda: metric.update(predictions, references_uint8), device, args.metric_repeats),
     ))
     rows.append(("`MeanIoU.compute` (150x150 matrix -> scores)", timed(metric.compute, device, args.metric_repeats)))
@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     report = "\n".join(lines)
     print(report)
-    Path(args.output).write_text(report)
+    from pvt_hf.benchmark import write_section
+
+    write_section(Path(args.output), "metric-" + args.device, report.replace("# MeanIoU", "## MeanIoU", 1))
     print(f"wrote {args.output}")
     return 0 if passed else 1
 

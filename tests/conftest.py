@@ -42,3 +42,13 @@ def converted(tmp_path_factory):
         return folders[name]
 
     return convert
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (the long learning runs) run only when asked for: `-m slow` (or any -m expression naming slow)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with `-m slow`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

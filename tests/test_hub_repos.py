@@ -1,7 +1,6 @@
 """`pvt-hf convert` writes complete, verified Hub repositories for every released layout, and publishes them."""
 
 import json
-import shutil
 
 import pytest
 import torch

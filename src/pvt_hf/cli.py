@@ -124,7 +124,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_convert_all(folder: Path, output_root: Path, args: argparse.Namespace) -> int:
-    from .conversion import ConversionError, convert_checkpoint
+    from .conversion import convert_checkpoint
     from .model_card import repo_name
 
     if not folder.is_dir():
@@ -211,11 +211,109 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if any("error" in result for result in results) else 0
 
 
+def add_export_onnx_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export-onnx",
+        help="export a PVT model to ONNX (dynamic batch, height and width), verified with onnxruntime",
+        description="Export a PVT model to one self-contained ONNX file whose input `pixel_values` has dynamic "
+        "batch, height and width, then run it with onnxruntime at several sizes (square, non-square, odd) and "
+        "compare with PyTorch. Usage: `pvt-hf export-onnx MODEL OUT.onnx`; MODEL is a model folder, a Hub id or a "
+        "preset name (e.g. pvt-v2-b2: random weights, for trying deployment).",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model folder, Hub id or preset name")
+    parser.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
+    parser.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"], help="torch exporter (default: dynamo when onnxscript is installed, else torchscript)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18 dynamo, 17 torchscript)")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error accepted (default 1e-4)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    parser.add_argument("--force", action="store_true", help="replace OUT.onnx if it exists")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+    parser.set_defaults(handler=run_export_onnx)
+
+
+def run_export_onnx(args: argparse.Namespace) -> int:
+    from .io_utils import OutputExistsError
+
+    output = Path(args.output)
+    if output.is_dir():
+        raise IsADirectoryError(f"{output} is a folder; give the path of the .onnx file to write.")
+    if output.exists() and not args.force:
+        raise OutputExistsError(f"{output} already exists; pass --force to replace it.")
+    if not args.no_verify:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as error:
+            raise ImportError("verifying needs onnxruntime: `pip install onnxruntime` (or pass --no-verify)") from error
+    from .onnx_export import export_onnx
+
+    result = export_onnx(
+        args.model, output, exporter=args.exporter, opset_version=args.opset, verify=not args.no_verify,
+        tolerance=args.tolerance,
+    )  # fmt: skip
+    size = output.stat().st_size / 2**20
+    print(f"wrote {output} ({size:.1f} MiB, {result.exporter} exporter, opset {result.opset_version}, outputs: {', '.join(result.output_names)})")
+    if result.errors:
+        sizes = ", ".join(f"{b}x3x{h}x{w}" for b, h, w in result.errors)
+        print(f"onnxruntime vs PyTorch at {sizes}: max relative error {result.max_relative_error:.2e}")
+    return 0
+
+
+def add_benchmark_parser(subparsers) -> None:
+    from .benchmark import build_parser as build_benchmark_parser
+
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="side-by-side speed and memory benchmark against transformers and timm",
+        description="Inference images/s, peak memory and training step time of pvt-hf against transformers' "
+        "PVT/PVTv2 and timm's pvt_v2 (when installed), rounds interleaved, medians and ratios; writes a section of "
+        "benchmarks/RESULTS.md (or --output).",
+    )
+    build_benchmark_parser(parser)
+    parser.set_defaults(handler=run_benchmark)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import report
+
+    return report(args)
+
+
+def add_demo_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="offline demo on the shipped tiny digits model (trained from scratch; not an official checkpoint)",
+        description="Offline demo of the main path on the tiny PVT v2 shipped with pvt-hf (trained from scratch on "
+        "scikit-learn's 8x8 handwritten digits with examples/finetune_image_classification.py; not an official PVT "
+        "checkpoint): write it as a Hub-ready folder, load it back with AutoModelForImageClassification and "
+        "pipeline('image-classification'), classify the held-out digits, print the accuracy and images/s.",
+    )
+    parser.add_argument("--output-dir", help="keep the written folder here (default: a temporary folder, removed)")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda, ...")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
+    parser.set_defaults(handler=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    import json
+
+    from .demo import run_demo
+
+    results = run_demo(args.output_dir, device=args.device, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pvt-hf", description="Pyramid Vision Transformer tools for transformers")
     subparsers = parser.add_subparsers(dest="command", required=True)
+    add_demo_parser(subparsers)
     add_convert_parser(subparsers)
     add_predict_parser(subparsers)
+    add_export_onnx_parser(subparsers)
+    add_benchmark_parser(subparsers)
     return parser
 
 

@@ -308,7 +308,7 @@ def architecture_from_state_dict(state_dict: dict[str, torch.Tensor], task: str)
         "depths": depths,
         "mlp_ratios": mlp_ratios,
         "sr_ratios": [8, 4, 2, 1][:num_stages] if linear else sr_ratios,
-        "qkv_bias": f"block1.0.attn.q.bias" in backbone,
+        "qkv_bias": "block1.0.attn.q.bias" in backbone,
     }
     if version == 1:
         architecture["patch_sizes"] = patch_sizes

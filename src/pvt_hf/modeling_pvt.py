@@ -63,8 +63,13 @@ class PvtDropPath(nn.Module):
 
 
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W) map: a view, channels-last in memory, so convolutions run in NHWC."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+    """(B, H*W, C) tokens -> (B, C, H, W) map: a view, channels-last in memory, so convolutions run in NHWC.
+
+    Split first, then permuted: the batch stride stays H*W*C also for one image. (`transpose(1, 2).reshape(...)`
+    gives a single image a batch stride of C, which convolutions do not recognise as channels-last: they then copy
+    the input to NCHW and return NCHW, and the tokens after them need another transposing copy; 1.5x slower for a
+    single 512x512 image.)"""
+    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
 # oneDNN's fused CPU kernels, the ones torch.compile's CPU backend emits: bias, activation and residual add run inside
@@ -72,18 +77,18 @@ def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor
 # residual adds are passes of their own over (B, N, 8C) activations: together ~40% of an eager pvt-v2-b2 forward on
 # two cores. The kernels have no autograd, so only eager CPU inference takes them (`use_onednn`); training, GPUs,
 # torch.compile and export run the plain modules.
-import os
-_NO_ONEDNN_UNDER_COMPILE = os.environ.get("PVT_COMPILE_ONEDNN", "0") != "1"
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
-
 # Largest block of MLP hidden activations the fused inference path materialises at once (see PvtMLP.fused_forward).
-MLP_CHUNK_BYTES = int(os.environ.get("PVT_CHUNK", 16 << 20))
+MLP_CHUNK_BYTES = 16 << 20
 
 
 def use_onednn(hidden_states: torch.Tensor, module: nn.Module) -> bool:
     """Whether `module` may run on the fused kernels: eager float32 CPU inference, nothing asking for gradients."""
-    if (_NO_ONEDNN_UNDER_COMPILE and torch.compiler.is_compiling()) or torch.compiler.is_exporting() or torch.jit.is_tracing() or not _ONEDNN or module.training:
+    # (torch.compile and the exporters trace the plain modules: the oneDNN ops have no fake-tensor kernels)
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return False
+    if not _ONEDNN or module.training:
         return False
     if hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32:
         return False
@@ -303,7 +308,6 @@ class PvtMLP(nn.Module):
         hidden_states = self.dropout(self.activation(hidden_states))
         return self.dropout(self.fc2(hidden_states))
 
-
     def fused_forward(
         self, hidden_states: torch.Tensor, height: int, width: int, residual: torch.Tensor
     ) -> torch.Tensor:
@@ -404,9 +408,11 @@ class PvtStage(nn.Module):
     def interpolate_pos_encoding(self, position_embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
         # The official code adds the stored embeddings unchanged when stage 1 has as many tokens as at training
         # size (whatever the grid's shape), else resizes them bilinearly (align_corners=False). Traced and exported
-        # graphs (ONNX, torch.export) have no size-dependent branches: they always resize, which is exact (the
-        # identity) at the training grid and differs only for a non-square stage-1 grid of exactly that many tokens.
-        if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+        # graphs (ONNX, torch.export) and torch.compile's graphs have no size-dependent branch, which would
+        # specialise them to one size (a recompilation at the training size): they always resize, which is exact
+        # (the identity) at the training grid and differs only for a non-square stage-1 grid of exactly that many
+        # tokens.
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.compiler.is_exporting()):
             if self.stage_index == 0 and height * width == self.grid_size**2:
                 return position_embeddings
             if (height, width) == (self.grid_size, self.grid_size):

@@ -97,6 +97,8 @@ class PvtForSemanticSegmentation(PvtPreTrainedModel):
             )
         if labels.is_floating_point() or labels.is_complex():
             raise ValueError(f"`labels` must hold integer class indices, got dtype {labels.dtype}.")
+        if torch.compiler.is_compiling():
+            return  # the value check reads the labels (a data-dependent branch): a graph break under torch.compile
         ignore_index = self.config.semantic_loss_ignore_index
         invalid = ((labels < 0) | (labels >= self.config.num_labels)) & (labels != ignore_index)
         if invalid.any():

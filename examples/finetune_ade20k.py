@@ -1,0 +1,748 @@
+#!/usr/bin/env python
+"""Train or fine-tune a PVT Semantic FPN model on ADE20K (or any data in its layout) with 🤗 Accelerate.
+
+The defaults are the official PVT / Semantic FPN ADE20K recipe (mmseg configs of whai362/PVT):
+
+* training pipeline: random rescale of the image to a scale of (2048, 512) times a ratio in [0.5, 2.0] (keeping the
+  aspect ratio), a 512x512 random crop whose largest class covers at most 75% of the labelled pixels
+  (`cat_max_ratio`), horizontal flip (p=0.5), photometric distortion (brightness, contrast, saturation, hue),
+  ImageNet normalisation, padding to the crop size; labels with `reduce_zero_label` (0 -> 255 ignored, k -> k-1);
+* AdamW, lr 2e-4, weight decay 1e-4, poly schedule (power 0.9) over 40k iterations at a total batch size of 32
+  (8 GPUs x 4 images: `--per_device_train_batch_size 4` on 8 processes, or accumulate gradients);
+* evaluation as the official test: whole-image inference with the short side resized to 512 (long side at most
+  2048, aspect ratio kept, both sides rounded up to a multiple of 32), logits resized to the annotation's size,
+  dataset-level mIoU (a confusion matrix summed over all images and all processes).
+
+Run it on one GPU, several GPUs (DDP, BatchNorm becomes SyncBatchNorm), several nodes, or the CPU (`accelerate
+launch --cpu --num_processes N`: N gloo DDP processes; accelerate's `--cpu` launcher itself starts one process without
+an MPI hostfile, so the script then starts the N processes with torch.distributed):
+
+    accelerate launch examples/finetune_ade20k.py --model_name_or_path pvt-v2-b0 \\
+        --backbone_name_or_path ./pvt-v2-b0-imagenet --data_dir ./ADEChallengeData2016 --output_dir ./fpn-pvt-v2-b0 \\
+        --mixed_precision bf16 --checkpointing_steps 4000 --eval_steps 8000
+
+Resume an interrupted run (model, optimizer, scheduler, RNG states and the position in the data are restored):
+
+    accelerate launch examples/finetune_ade20k.py ...same arguments... --resume_from_checkpoint latest
+
+`--model_name_or_path` is a converted pvt-hf folder or Hub id (e.g. an ADE20K Semantic FPN model to fine-tune),
+or a preset name (`pvt-v2-b0` ... `pvt-v2-b5`, `pvt-tiny` ...) for a new model; `--backbone_name_or_path` then loads
+ImageNet classifier weights into its encoder. The final model, its image processor and `all_results.json` are
+written to `--output_dir`; `AutoModelForSemanticSegmentation.from_pretrained(output_dir)` loads it (after
+`import pvt_hf`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from PIL import Image
+from tqdm.auto import tqdm
+
+import transformers
+from transformers import AutoConfig, AutoModelForSemanticSegmentation, get_polynomial_decay_schedule_with_warmup
+
+import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
+from pvt_hf import PRESETS, PvtConfig, PvtForSemanticSegmentation
+from pvt_hf.launching import relaunch_cpu_processes_if_needed
+from pvt_hf.metrics import MeanIoU
+
+logger = get_logger(__name__)
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+IGNORE_INDEX = 255
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+
+
+# ----------------------------------------------------------------------------------------------------- arguments
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train or fine-tune a PVT Semantic FPN model on ADE20K-style data (official recipe by default).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_dir", help="an ADEChallengeData2016 folder: images/{training,validation}/*.jpg and annotations/{training,validation}/*.png")
+    data.add_argument("--dataset_name", help="a Hub dataset (or a local `datasets` folder, e.g. saved with save_to_disk) with image and annotation columns")
+    data.add_argument("--dataset_config_name", help="the dataset's configuration name")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--label_column", default="annotation")
+    data.add_argument("--train_split", default=None, help="default: 'training' with --data_dir, 'train' with --dataset_name")
+    data.add_argument("--validation_split", default=None, help="default: 'validation'")
+    data.add_argument("--id2label", help="JSON file {id: name} of the (reduced) classes; default: DATA_DIR/id2label.json if present, else the model's labels, else the 150 ADE20K classes")
+    data.add_argument("--reduce_labels", action=argparse.BooleanOptionalAction, default=True, help="ADE20K's reduce_zero_label: annotation 0 is ignored, k becomes k-1")
+    data.add_argument("--max_train_samples", type=int)
+    data.add_argument("--max_eval_samples", type=int)
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", help=f"a pvt-hf folder or Hub id, or a preset name for a new model ({', '.join(PRESETS)})")
+    model.add_argument("--backbone_name_or_path", help="a pvt-hf ImageNet classifier (folder or Hub id) whose encoder weights initialise a new model")
+    model.add_argument("--config_overrides", type=json.loads, default=None, help='JSON of PvtConfig fields for a new model, e.g. \'{"neck_hidden_size": 64}\'')
+    model.add_argument("--gradient_checkpointing", action="store_true", help="recompute the encoder's activations in the backward pass (less memory)")
+    model.add_argument("--torch_compile", action="store_true", help="torch.compile the training model (inductor)")
+
+    aug = parser.add_argument_group("training pipeline")
+    aug.add_argument("--crop_size", type=int, nargs="+", default=[512], help="random crop: SIZE or HEIGHT WIDTH")
+    aug.add_argument("--resize_scale", type=int, nargs=2, default=[2048, 512], metavar=("LONG", "SHORT"), help="random rescale: the image fits LONG x SHORT times the ratio")
+    aug.add_argument("--ratio_range", type=float, nargs=2, default=[0.5, 2.0], metavar=("MIN", "MAX"))
+    aug.add_argument("--cat_max_ratio", type=float, default=0.75, help="a crop's largest class may cover at most this share of its labelled pixels (10 tries); 1 disables")
+    aug.add_argument("--hflip_prob", type=float, default=0.5)
+    aug.add_argument("--photometric_distortion", action=argparse.BooleanOptionalAction, default=True)
+
+    ev = parser.add_argument_group("evaluation")
+    ev.add_argument("--eval_short_side", type=int, default=512, help="test-time short side (official: 512)")
+    ev.add_argument("--eval_long_side", type=int, default=None, help="test-time long-side cap (default: 4 x eval_short_side = 2048)")
+    ev.add_argument("--size_divisor", type=int, default=32, help="test-time sides are rounded up to a multiple of it")
+    ev.add_argument("--eval_steps", type=int, default=None, help="evaluate every N optimizer steps (and always at the end)")
+    ev.add_argument("--do_eval", action=argparse.BooleanOptionalAction, default=True, help="the final evaluation")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--learning_rate", type=float, default=2e-4)
+    opt.add_argument("--weight_decay", type=float, default=1e-4)
+    opt.add_argument("--adam_beta1", type=float, default=0.9)
+    opt.add_argument("--adam_beta2", type=float, default=0.999)
+    opt.add_argument("--poly_power", type=float, default=0.9)
+    opt.add_argument("--min_learning_rate", type=float, default=0.0)
+    opt.add_argument("--warmup_steps", type=int, default=0)
+    opt.add_argument("--max_grad_norm", type=float, default=None, help="clip gradients (the official recipe does not)")
+    opt.add_argument("--max_train_steps", type=int, default=40000, help="optimizer steps (official: 40k)")
+    opt.add_argument("--per_device_train_batch_size", type=int, default=4)
+    opt.add_argument("--gradient_accumulation_steps", type=int, default=1)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", required=True)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--num_workers", type=int, default=None, help="data-loading processes per training process (default: min(4, CPUs per process))")
+    run.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None, help="default: accelerate's configuration")
+    run.add_argument("--checkpointing_steps", type=int, default=None, help="save a resumable checkpoint (OUTPUT_DIR/step_N) every N steps")
+    run.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
+    run.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' (the newest in OUTPUT_DIR; a fresh start if there is none)")
+    run.add_argument("--logging_steps", type=int, default=50)
+    run.add_argument("--report_to", default="none", help="trackers: none, all, or a comma-separated list (tensorboard, wandb, ...)")
+    run.add_argument("--push_to_hub", action="store_true")
+    run.add_argument("--hub_model_id", default=None, help="default: the name of OUTPUT_DIR")
+    run.add_argument("--hub_private_repo", action="store_true")
+    args = parser.parse_args(argv)
+
+    if not args.data_dir and not args.dataset_name:
+        parser.error("give --data_dir (an ADEChallengeData2016 folder) or --dataset_name")
+    if args.data_dir and args.dataset_name:
+        parser.error("give only one of --data_dir and --dataset_name")
+    if not args.model_name_or_path and not args.backbone_name_or_path:
+        parser.error("give --model_name_or_path (a pvt-hf folder, Hub id or preset name) or --backbone_name_or_path")
+    if len(args.crop_size) not in (1, 2):
+        parser.error("--crop_size takes SIZE or HEIGHT WIDTH")
+    args.crop_size = tuple(args.crop_size * 2 if len(args.crop_size) == 1 else args.crop_size)
+    if args.eval_long_side is None:
+        args.eval_long_side = 4 * args.eval_short_side
+    for name in ("max_train_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "eval_short_side", "size_divisor"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    for name in ("checkpointing_steps", "eval_steps", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.push_to_hub:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            parser.error("--push_to_hub needs the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE=1); "
+                         "train without --push_to_hub and upload OUTPUT_DIR later (`pvt-hf`/huggingface-cli upload)")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+class FolderSource:
+    """Image/annotation pairs of one split of an ADEChallengeData2016 folder (matched by file stem)."""
+
+    def __init__(self, root: str | Path, split: str):
+        root = Path(root)
+        image_dir, annotation_dir = root / "images" / split, root / "annotations" / split
+        if not image_dir.is_dir() or not annotation_dir.is_dir():
+            raise FileNotFoundError(f"{root} has no images/{split} and annotations/{split} folders (ADEChallengeData2016 layout)")
+        images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise FileNotFoundError(f"no images in {image_dir}")
+        missing = [p.name for p in images if not (annotation_dir / f"{p.stem}.png").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} images of {image_dir} have no annotation PNG in {annotation_dir}, e.g. {missing[:3]}")
+        self.pairs = [(p, annotation_dir / f"{p.stem}.png") for p in images]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        image_path, annotation_path = self.pairs[index]
+        with Image.open(image_path) as image:
+            image = image.convert("RGB")
+        with Image.open(annotation_path) as annotation:
+            label = np.array(annotation)
+        return image, label
+
+
+class HubSource:
+    """Rows of a `datasets` split with an image column and an annotation (label map) column."""
+
+    def __init__(self, dataset, image_column: str, label_column: str):
+        for column in (image_column, label_column):
+            if column not in dataset.column_names:
+                raise ValueError(f"the dataset has no column {column!r} (columns: {dataset.column_names}); see --image_column/--label_column")
+        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        row = self.dataset[index]
+        image, label = row[self.image_column], row[self.label_column]
+        image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+        return image.convert("RGB"), np.array(label)
+
+
+class Subset:
+    def __init__(self, source, count: int):
+        self.source, self.count = source, min(count, len(source))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self, index: int):
+        return self.source.load(index)
+
+
+def load_sources(args) -> tuple:
+    """(train source, validation source) from --data_dir or --dataset_name."""
+    if args.data_dir:
+        train = FolderSource(args.data_dir, args.train_split or "training")
+        validation = FolderSource(args.data_dir, args.validation_split or "validation")
+    else:
+        import datasets  # only needed for --dataset_name
+
+        if Path(args.dataset_name, "dataset_dict.json").is_file():
+            splits = datasets.load_from_disk(args.dataset_name)
+        else:
+            splits = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
+        train_split, validation_split = args.train_split or "train", args.validation_split or "validation"
+        for split in (train_split, validation_split):
+            if split not in splits:
+                raise ValueError(f"the dataset has no split {split!r} (splits: {list(splits)}); see --train_split/--validation_split")
+        train = HubSource(splits[train_split], args.image_column, args.label_column)
+        validation = HubSource(splits[validation_split], args.image_column, args.label_column)
+    if args.max_train_samples:
+        train = Subset(train, args.max_train_samples)
+    if args.max_eval_samples:
+        validation = Subset(validation, args.max_eval_samples)
+    return train, validation
+
+
+def reduce_zero_label(label: np.ndarray) -> np.ndarray:
+    """mmseg's reduce_zero_label: 0 -> 255 (ignored), k -> k - 1, 255 stays 255."""
+    label = label.astype(np.int64)
+    reduced = label - 1
+    reduced[(label == 0) | (label == IGNORE_INDEX)] = IGNORE_INDEX
+    return reduced
+
+
+def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """mmseg PhotoMetricDistortion on an RGB uint8 array: brightness (+-32), contrast (0.5-1.5) before or after
+    saturation (0.5-1.5) and hue (+-18 of OpenCV's 180 degrees), each with probability 0.5."""
+
+    def convert(array, alpha=1.0, beta=0.0):
+        return np.clip(array.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    if rng.integers(2):
+        image = convert(image, beta=rng.uniform(-32, 32))
+    contrast_first = rng.integers(2)
+    if contrast_first and rng.integers(2):
+        image = convert(image, alpha=rng.uniform(0.5, 1.5))
+    do_saturation, do_hue = rng.integers(2), rng.integers(2)
+    saturation, hue = rng.uniform(0.5, 1.5), int(rng.integers(-18, 19))
+    if do_saturation or do_hue:
+        hsv = np.array(Image.fromarray(image).convert("HSV"))
+        if do_saturation:
+            hsv[..., 1] = convert(hsv[..., 1], alpha=saturation)
+        if do_hue:  # PIL's hue spans 0-255 for 360 degrees; OpenCV's 0-180
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int64) + round(hue * 256 / 180)) % 256).astype(np.uint8)
+        image = np.array(Image.fromarray(hsv, "HSV").convert("RGB"))
+    if not contrast_first and rng.integers(2):
+        image = convert(image, alpha=rng.uniform(0.5, 1.5))
+    return image
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 HxWx3 -> ImageNet-normalised float32 3xHxW."""
+    return torch.from_numpy(((image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy())
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """The official training pipeline. Items are `(index, epoch)` keys: the augmentation of a sample is drawn from a
+    generator seeded with (seed, epoch, index), so it is the same whatever the worker, process or resumption."""
+
+    def __init__(self, source, args):
+        self.source, self.seed, self.reduce_labels = source, args.seed, args.reduce_labels
+        self.crop_h, self.crop_w = args.crop_size
+        self.scale_long, self.scale_short = args.resize_scale
+        self.ratio_range, self.cat_max_ratio = args.ratio_range, args.cat_max_ratio
+        self.hflip_prob, self.photometric = args.hflip_prob, args.photometric_distortion
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key) -> dict:
+        index, epoch = key
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image, label = self.source.load(index)
+        label = reduce_zero_label(label) if self.reduce_labels else label.astype(np.int64)
+        if label.shape != (image.height, image.width):
+            raise ValueError(f"sample {index}: annotation {label.shape} and image {(image.height, image.width)} differ in size")
+        # Random rescale (mmseg Resize(img_scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True)).
+        ratio = rng.uniform(*self.ratio_range)
+        long_target, short_target = self.scale_long * ratio, self.scale_short * ratio
+        scale = min(long_target / max(image.size), short_target / min(image.size))
+        width, height = max(1, int(image.width * scale + 0.5)), max(1, int(image.height * scale + 0.5))
+        image = np.asarray(image.resize((width, height), Image.BILINEAR))
+        label = np.asarray(Image.fromarray(label.astype(np.uint8)).resize((width, height), Image.NEAREST)).astype(np.int64)
+        # Random crop, retried (10 times) while one class covers more than cat_max_ratio of the labelled pixels.
+        def crop_box():
+            top = int(rng.integers(0, max(height - self.crop_h, 0) + 1))
+            left = int(rng.integers(0, max(width - self.crop_w, 0) + 1))
+            return top, left
+
+        top, left = crop_box()
+        if self.cat_max_ratio < 1.0:
+            for _ in range(10):
+                crop = label[top : top + self.crop_h, left : left + self.crop_w]
+                classes, counts = np.unique(crop, return_counts=True)
+                counts = counts[classes != IGNORE_INDEX]
+                if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                    break
+                top, left = crop_box()
+        image = image[top : top + self.crop_h, left : left + self.crop_w]
+        label = label[top : top + self.crop_h, left : left + self.crop_w]
+        if rng.random() < self.hflip_prob:
+            image, label = image[:, ::-1], label[:, ::-1]
+        if self.photometric:
+            image = photometric_distortion(np.ascontiguousarray(image), rng)
+        pixel_values = normalize(image)
+        labels = torch.from_numpy(np.ascontiguousarray(label))
+        # Pad to the crop size (image with 0, labels with the ignore index).
+        pad_h, pad_w = self.crop_h - labels.shape[0], self.crop_w - labels.shape[1]
+        if pad_h or pad_w:
+            pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h), value=0.0)
+            labels = F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        return {"pixel_values": pixel_values, "labels": labels}
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """Yields `(index, epoch)` keys in an order drawn from (seed, epoch): the same on every process (each takes its
+    own share of the batches) and after resuming. `epoch` is set by the training loop."""
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        epoch = self.epoch
+        for index in torch.randperm(self.length, generator=generator).tolist():
+            yield index, epoch
+
+
+def eval_size(width: int, height: int, short_side: int, long_side: int, divisor: int) -> tuple[int, int]:
+    """The official test scale: fit into (long_side, short_side) keeping the ratio, then round up to `divisor`."""
+    scale = min(long_side / max(width, height), short_side / min(width, height))
+    new_w, new_h = int(width * scale + 0.5), int(height * scale + 0.5)
+    return max(divisor, math.ceil(new_w / divisor) * divisor), max(divisor, math.ceil(new_h / divisor) * divisor)
+
+
+class EvalDataset(torch.utils.data.Dataset):
+    """Whole images at the test scale, with their annotation at the original size (reduced by the metric)."""
+
+    def __init__(self, source, indices: list[int], args):
+        self.source, self.indices = source, indices
+        self.short, self.long, self.divisor = args.eval_short_side, args.eval_long_side, args.size_divisor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict:
+        image, label = self.source.load(self.indices[position])
+        size = eval_size(image.width, image.height, self.short, self.long, self.divisor)
+        pixel_values = normalize(np.asarray(image.resize(size, Image.BILINEAR)))
+        return {"pixel_values": pixel_values[None], "labels": torch.from_numpy(label.astype(np.int64))[None]}
+
+
+def resolve_labels(args, source_labels_hint) -> dict[int, str] | None:
+    """id2label of the (reduced) classes: --id2label, DATA_DIR/id2label.json, or None (decided by the model)."""
+    path = args.id2label or (Path(args.data_dir, "id2label.json") if args.data_dir else None)
+    if path and Path(path).is_file():
+        return {int(k): str(v) for k, v in json.loads(Path(path).read_text()).items()}
+    if args.id2label:
+        raise FileNotFoundError(f"--id2label {args.id2label}: no such file")
+    return source_labels_hint
+
+
+# --------------------------------------------------------------------------------------------------------- model
+def init_new_classifier(model) -> None:
+    """mmseg's initialisation of a new decode head's classifier (`conv_seg`): normal, std 0.01, zero bias, so that a
+    new head starts with near-uniform predictions."""
+    torch.nn.init.normal_(model.decode_head.classifier.weight, std=0.01)
+    torch.nn.init.zeros_(model.decode_head.classifier.bias)
+
+
+def build_model(args, id2label: dict[int, str] | None):
+    """The model to train and its final id2label; a new classifier is initialised as mmseg does."""
+    overrides = dict(args.config_overrides or {})
+    if args.model_name_or_path in PRESETS or (args.model_name_or_path is None and args.backbone_name_or_path):
+        if id2label is None:
+            from pvt_hf.conversion import load_label_names
+
+            id2label = dict(enumerate(load_label_names("ade20k")))
+        label_kwargs = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+        if args.backbone_name_or_path:
+            model = PvtForSemanticSegmentation.from_pretrained(
+                args.backbone_name_or_path, ignore_mismatched_sizes=True, **label_kwargs, **overrides
+            )
+            if args.model_name_or_path in PRESETS:
+                expected = PvtConfig.from_preset(args.model_name_or_path)
+                if list(model.config.hidden_sizes) != expected.hidden_sizes or list(model.config.depths) != expected.depths:
+                    raise ValueError(f"--backbone_name_or_path {args.backbone_name_or_path} is not a {args.model_name_or_path}")
+        else:
+            model = PvtForSemanticSegmentation(PvtConfig.from_preset(args.model_name_or_path, **label_kwargs, **overrides))
+        init_new_classifier(model)
+        return model, id2label
+    # A pvt-hf folder or Hub id: keep its head if the classes are the same, else a new classifier.
+    config = AutoConfig.from_pretrained(args.model_name_or_path, **overrides)
+    new_head = id2label is not None and {int(k): v for k, v in config.id2label.items()} != id2label
+    if new_head:
+        config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
+    model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path, config=config, ignore_mismatched_sizes=True)
+    if new_head:
+        init_new_classifier(model)
+    return model, {int(k): v for k, v in model.config.id2label.items()}
+
+
+def save_image_processor(folder: Path, args) -> bool:
+    """preprocessor_config.json: the test transform used by the evaluation. False if the processor is unavailable."""
+    try:
+        from pvt_hf.image_processing_pvt import PvtImageProcessor
+    except ImportError:
+        return False
+    processor = PvtImageProcessor.for_semantic_segmentation(
+        size={"shortest_edge": args.eval_short_side, "longest_edge": args.eval_long_side},
+        size_divisor=args.size_divisor, do_reduce_labels=args.reduce_labels,
+    )  # fmt: skip
+    processor.save_pretrained(folder)
+    return True
+
+
+# -------------------------------------------------------------------------------------------------- checkpoints
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in output_dir, oldest first."""
+    found = []
+    if output_dir.is_dir():
+        for path in output_dir.iterdir():
+            match = CHECKPOINT_PATTERN.match(path.name)
+            if match and path.is_dir() and (path / "training_state.json").is_file():
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, extra: dict, total_limit: int | None) -> Path:
+    """`accelerator.save_state` into a staging folder, renamed to OUTPUT_DIR/step_N once complete."""
+    final, staging = output_dir / f"step_{step}", output_dir / f".step_{step}.incomplete"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # Written last: its presence marks the checkpoint complete.
+        (staging / "training_state.json").write_text(json.dumps({"step": step, **extra}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        if total_limit is not None:
+            for _, old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_checkpoint(value: str, output_dir: Path) -> Path | None:
+    if value == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1][1] if checkpoints else None
+    path = Path(value)
+    if not (path / "training_state.json").is_file():
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a complete checkpoint (no training_state.json)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model, accelerator: Accelerator, source, args, num_labels: int, num_workers: int) -> dict:
+    """Whole-image inference on this process's share of the images; the confusion matrices are summed over all
+    processes. Returns mean_iou, mean_accuracy, overall_accuracy, per_category_iou/accuracy."""
+    was_training = model.training
+    model.eval()
+    indices = list(range(accelerator.process_index, len(source), accelerator.num_processes))
+    loader = torch.utils.data.DataLoader(
+        EvalDataset(source, indices, args), batch_size=None, num_workers=num_workers
+    )
+    metric = MeanIoU(num_labels, ignore_index=IGNORE_INDEX, reduce_labels=args.reduce_labels, device=accelerator.device)
+    for batch in tqdm(loader, desc="evaluating", disable=not accelerator.is_local_main_process, leave=False):
+        pixel_values = batch["pixel_values"].to(accelerator.device)
+        with accelerator.autocast():
+            logits = model(pixel_values=pixel_values).logits
+        metric.update(logits.float(), batch["labels"].to(accelerator.device))
+    model.train(was_training)
+    return metric.sync(accelerator).compute()
+
+
+def summarize(scores: dict, id2label: dict[int, str]) -> dict:
+    def number(value):
+        value = float(value)
+        return None if math.isnan(value) else value
+
+    return {
+        "mean_iou": number(scores["mean_iou"]),
+        "mean_accuracy": number(scores["mean_accuracy"]),
+        "overall_accuracy": number(scores["overall_accuracy"]),
+        "per_category_iou": {id2label.get(i, str(i)): number(v) for i, v in enumerate(scores["per_category_iou"])},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    report_to = None if args.report_to == "none" else ("all" if args.report_to == "all" else args.report_to.split(","))
+    # Launched as several processes (torchrun, `accelerate launch --multi_gpu`) on a machine without GPUs: DDP on CPU.
+    distributed_without_gpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(
+        cpu=distributed_without_gpu,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_dir=str(output_dir),
+        dynamo_backend="inductor" if args.torch_compile else None,
+    )  # fmt: skip
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        transformers.utils.logging.set_verbosity_error()
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    # Data.
+    train_source, eval_source = load_sources(args)
+    id2label = resolve_labels(args, None)
+    model, id2label = build_model(args, id2label)
+    num_labels = len(id2label)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if accelerator.num_processes > 1 and accelerator.device.type != "cpu":
+        # Statistics over the whole batch, as the official SyncBN (torch's SyncBatchNorm needs GPU-like devices).
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    num_workers = args.num_workers
+    if num_workers is None:  # leave a core per training process on the machine
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        num_workers = max(0, min(4, (os.cpu_count() or 1) // max(1, local_processes) - 1))
+    sampler = EpochShuffleSampler(len(train_source), args.seed)
+    batch_sampler = torch.utils.data.BatchSampler(sampler, args.per_device_train_batch_size, drop_last=True)
+    if len(batch_sampler) < accelerator.num_processes:
+        raise ValueError(
+            f"{len(train_source)} training images give fewer than one batch of {args.per_device_train_batch_size} per process "
+            f"({accelerator.num_processes} processes); lower --per_device_train_batch_size"
+        )
+    train_dataloader = torch.utils.data.DataLoader(
+        TrainDataset(train_source, args), batch_sampler=batch_sampler, num_workers=num_workers,
+        pin_memory=accelerator.device.type == "cuda", persistent_workers=num_workers > 0,
+        # Its own generator for the workers' base seeds, so that creating an iterator (e.g. after resuming) does
+        # not draw from the global RNG that dropout uses.
+        generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
+
+    # Optimizer and the poly schedule (stepped once per process by accelerate, hence the factor).
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.weight_decay
+    )
+    lr_scheduler = get_polynomial_decay_schedule_with_warmup(
+        optimizer, num_warmup_steps=args.warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes, lr_end=args.min_learning_rate,
+        power=args.poly_power,
+    )  # fmt: skip
+    raw_model = model
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(model, optimizer, train_dataloader, lr_scheduler)
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    num_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+    total_batch_size = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+
+    if report_to is not None:
+        accelerator.init_trackers("finetune_ade20k", config={k: str(v) for k, v in vars(args).items()})
+
+    # Resume.
+    completed_steps, starting_epoch, skip_batches = 0, 0, 0
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(args.resume_from_checkpoint, output_dir)
+        if checkpoint is None:
+            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}; starting from scratch")
+        else:
+            accelerator.load_state(str(checkpoint))
+            completed_steps = json.loads((checkpoint / "training_state.json").read_text())["step"]
+            starting_epoch = completed_steps // num_update_steps_per_epoch
+            skip_batches = (completed_steps % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+            # The learning rate of the (possibly longer) schedule of this run at the resumed step.
+            schedule = lr_scheduler.scheduler
+            for group, base_lr, fn in zip(optimizer.param_groups, schedule.base_lrs, schedule.lr_lambdas):
+                group["lr"] = base_lr * fn(schedule.last_epoch)
+            logger.info(f"Resumed from {checkpoint} at step {completed_steps} (epoch {starting_epoch}, batch {skip_batches})")
+
+    logger.info("***** Training *****")
+    logger.info(f"  Training images = {len(train_source)}, validation images = {len(eval_source)}, classes = {num_labels}")
+    logger.info(f"  Batch size per device = {args.per_device_train_batch_size}, total (x processes x accumulation) = {total_batch_size}")
+    logger.info(f"  Optimizer steps = {args.max_train_steps} ({num_update_steps_per_epoch} per epoch), crop = {args.crop_size}")
+    if total_batch_size != 32:
+        logger.info("  (the official recipe uses a total batch size of 32)")
+
+    progress = tqdm(range(args.max_train_steps), initial=completed_steps, disable=not accelerator.is_local_main_process)
+    running_loss, running_count, train_time, images_seen = 0.0, 0, 0.0, 0
+    history, last_scores, last_loss, step_times = [], None, None, []
+    model.train()
+    step_start = time.perf_counter()
+    if accelerator.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
+    for epoch in range(starting_epoch, num_epochs):
+        if completed_steps >= args.max_train_steps:
+            break
+        sampler.epoch = epoch
+        active_dataloader = train_dataloader
+        if epoch == starting_epoch and skip_batches:
+            active_dataloader = accelerator.skip_first_batches(train_dataloader, skip_batches)
+        for batch in active_dataloader:
+            with accelerator.accumulate(model):
+                outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+                loss = outputs.loss
+                if not torch.isfinite(loss):  # every pixel of the batch ignored: nothing to learn, keep the graph
+                    loss = outputs.logits.sum() * 0.0
+                else:
+                    running_loss += loss.detach().float()
+                    running_count += 1
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            images_seen += batch["pixel_values"].shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            completed_steps += 1
+            progress.update(1)
+            if completed_steps % args.logging_steps == 0 or completed_steps == args.max_train_steps:
+                # The mean loss of the batches that had labelled pixels, over all processes.
+                totals = accelerator.reduce(torch.tensor([float(running_loss), running_count], device=accelerator.device), reduction="sum")
+                mean_loss = (totals[0] / totals[1].clamp(min=1)).item()
+                last_loss = mean_loss
+                running_loss, running_count = 0.0, 0
+                lr = lr_scheduler.get_last_lr()[0]
+                progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+                if report_to is not None:
+                    accelerator.log({"train/loss": mean_loss, "train/learning_rate": lr}, step=completed_steps)
+                logger.info(f"step {completed_steps}: loss {mean_loss:.4f}, lr {lr:.3e}")
+            train_time += time.perf_counter() - step_start
+            step_times.append((train_time, images_seen))
+            if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
+                path = save_checkpoint(accelerator, output_dir, completed_steps, {"epoch": epoch}, args.checkpoints_total_limit)
+                logger.info(f"Saved checkpoint {path}")
+            if args.eval_steps and completed_steps % args.eval_steps == 0 and completed_steps < args.max_train_steps:
+                scores = summarize(evaluate(raw_model, accelerator, eval_source, args, num_labels, num_workers), id2label)
+                history.append({"step": completed_steps, **{k: v for k, v in scores.items() if k != "per_category_iou"}})
+                logger.info(f"step {completed_steps}: mIoU {scores['mean_iou']:.4f}, mAcc {scores['mean_accuracy']:.4f}, aAcc {scores['overall_accuracy']:.4f}")
+                if report_to is not None:
+                    accelerator.log({f"eval/{k}": v for k, v in history[-1].items() if k != "step"}, step=completed_steps)
+            step_start = time.perf_counter()
+            if completed_steps >= args.max_train_steps:
+                break
+    progress.close()
+
+    results = {"step": completed_steps}
+    if args.do_eval:
+        eval_start = time.perf_counter()
+        last_scores = summarize(evaluate(raw_model, accelerator, eval_source, args, num_labels, num_workers), id2label)
+        results.update(last_scores)
+        results["eval_runtime"] = round(time.perf_counter() - eval_start, 3)
+        results["eval_samples"] = len(eval_source)
+        logger.info(f"Final (step {completed_steps}): mIoU {last_scores['mean_iou']:.4f}, mAcc {last_scores['mean_accuracy']:.4f}, aAcc {last_scores['overall_accuracy']:.4f}")
+        if report_to is not None:
+            accelerator.log({f"eval/{k}": v for k, v in last_scores.items() if k != "per_category_iou"}, step=completed_steps)
+    if last_loss is not None:
+        results["train_loss"] = last_loss
+    if train_time > 0:
+        results["train_runtime"] = round(train_time, 3)
+        results["train_samples_per_second"] = round(images_seen / train_time, 3)
+    if len(step_times) >= 4:  # after the first quarter of the steps (start-up, torch.compile, cuDNN autotuning)
+        (t0, n0), (t1, n1) = step_times[len(step_times) // 4], step_times[-1]
+        if t1 > t0:
+            results["train_samples_per_second_steady"] = round((n1 - n0) / (t1 - t0), 3)
+    if accelerator.device.type == "cuda":
+        results["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(accelerator.device) / 2**30, 3)
+    results["total_train_batch_size"] = total_batch_size
+    results["num_processes"] = accelerator.num_processes
+    if history:
+        results["eval_history"] = history
+
+    # The final model, written through a staging folder, then moved into OUTPUT_DIR.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        staging = output_dir / ".final.incomplete"
+        shutil.rmtree(staging, ignore_errors=True)
+        unwrapped.save_pretrained(staging)
+        save_image_processor(staging, args)
+        (staging / "all_results.json").write_text(json.dumps(results, indent=1))
+        for path in sorted(staging.iterdir()):
+            os.replace(path, output_dir / path.name)
+        staging.rmdir()
+        logger.info(f"Saved the model, its image processor and all_results.json to {output_dir}")
+        if args.push_to_hub:
+            from huggingface_hub import HfApi
+
+            repo_id = args.hub_model_id or output_dir.absolute().name
+            api = HfApi()
+            api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True)
+            api.upload_folder(
+                folder_path=str(output_dir), repo_id=repo_id, commit_message=f"PVT Semantic FPN, step {completed_steps}",
+                ignore_patterns=["step_*", "step_*/**", ".*", ".*/**"],
+            )  # fmt: skip
+            logger.info(f"Pushed {output_dir} to {repo_id}")
+    accelerator.wait_for_everyone()
+    if report_to is not None:
+        accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    relaunch_cpu_processes_if_needed()
+    main()

@@ -1,0 +1,78 @@
+"""The side-by-side benchmark runs end to end (tiny scenario) and writes its section of the results file."""
+
+import math
+
+import pytest
+
+from pvt_hf import benchmark
+from pvt_hf.benchmark import OURS, Row, goal_lines, write_section
+from pvt_hf.cli import main
+
+
+def test_quick_run_writes_its_section(tmp_path, capsys):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# PVT benchmarks\n\nKept prose.\n")
+    argv = [
+        "benchmark", "--quick", "--models", "pvt-v2-b0", "--sizes", "64", "--batch-sizes", "1", "--rounds", "2",
+        "--contenders", "transformers", "--train", "64x1", "--train-models", "pvt-v2-b0", "--train-rounds", "1",
+        "--output", str(results),
+        "--section", "test",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    text = results.read_text()
+    assert text.startswith("# PVT benchmarks\n\nKept prose.\n")
+    assert text.count("<!-- benchmark:test begin -->") == 1 and text.count("<!-- benchmark:test end -->") == 1
+    assert "- machine: " in text and "- versions: " in text and "torch " in text
+    table = [line for line in text.splitlines() if line.startswith("| pvt-v2-b0 | 64x64 | 1 |")]
+    contenders = [line.split(" | ")[3] for line in table]
+    # inference: ours and transformers; training: ours, ours with checkpointing, transformers
+    assert contenders.count(OURS) == 2 and contenders.count("transformers") == 2
+    assert f"{OURS} checkpointing" in contenders
+    for line in table:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert float(cells[4]) > 0  # images/s, or step time in ms
+    # ours carries transformers' weights: the logits of the two agree
+    transformers_row = next(line for line in table if " transformers | " in line and "x faster" not in line)
+    agreement = float(transformers_row.strip("|").split("|")[9])
+    assert agreement < 1e-4
+
+    # a second run replaces its section, keeping the rest
+    assert main(argv[:-1] + ["test"]) == 0
+    assert results.read_text().count("<!-- benchmark:test begin -->") == 1
+    assert "Kept prose." in results.read_text()
+
+
+def test_write_section_replaces_only_its_own(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    write_section(path, "a", "first a")
+    write_section(path, "b", "first b")
+    write_section(path, "a", "second a")
+    text = path.read_text()
+    assert "second a" in text and "first a" not in text and "first b" in text
+    assert text.index("second a") < text.index("first b")
+
+
+def _row(preset, size, batch, contender, seconds, ours_seconds, memory):
+    return Row(preset, size, batch, contender, times=[seconds], memory=[memory], ratios=[seconds / ours_seconds])
+
+
+def test_goal_lines_follow_the_measurements():
+    ours = _row("pvt-v2-b2", 224, 8, OURS, 1.0, 1.0, 100)
+    slower = [_row("pvt-v2-b2", 224, 8, name, 1.5, 1.0, 100) for name in ("transformers", "timm")]
+    lines = goal_lines([ours, *slower], [])
+    assert lines == ["- met: pvt-v2-b2 224 batch 8, eager: ours vs the faster of transformers and timm: 1.50 (goal >= 1.3)"]
+    slower[1] = _row("pvt-v2-b2", 224, 8, "timm", 1.2, 1.0, 100)
+    assert goal_lines([ours, *slower], [])[0].startswith("- NOT met:")
+    big = [_row("pvt-v2-b2", 2048, 1, OURS, 10, 10, 3000), _row("pvt-v2-b2", 2048, 1, "timm", 20, 10, 2000)]
+    memory_line = next(line for line in goal_lines(big, []) if "2048px" in line)
+    assert memory_line.startswith("- NOT met:") and "1.50" in memory_line
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(SystemExit, match="unknown presets"):
+        benchmark.run(benchmark.build_parser().parse_args(["--models", "pvt-v9", "--output", "/dev/null"]))
+
+
+def test_row_statistics():
+    row = Row("pvt-v2-b0", 224, 8, OURS, times=[2.0, 1.0, 4.0], ratios=[1.0, 1.0, 1.0])
+    assert row.median == 2.0 and math.isclose(row.images_per_second, 4.0) and row.speedup == 1.0

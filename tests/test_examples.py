@@ -1,0 +1,399 @@
+"""The example scripts (examples/finetune_ade20k.py, examples/finetune_image_classification.py), the shapes dataset
+generator and the packaged digits demo, on tiny data on the CPU, offline."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+ENV.pop("ACCELERATE_USE_CPU", None)
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(args, timeout=300, expect_success=True):
+    result = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=timeout, cwd=EXAMPLES.parent)
+    if expect_success and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def ade20k(*args):
+    return [sys.executable, str(EXAMPLES / "finetune_ade20k.py"), *map(str, args)]
+
+
+def accelerate_launch(*args):
+    return [sys.executable, "-m", "accelerate.commands.launch", *map(str, args)]
+
+
+def classification(*args):
+    return [sys.executable, str(EXAMPLES / "finetune_image_classification.py"), *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def ade_dir(tmp_path_factory):
+    """A generated ADEChallengeData2016 folder: 8 training and 3 validation images of 64-96 px."""
+    shapes = load_example("make_shapes_dataset")
+    return shapes.make_dataset(tmp_path_factory.mktemp("ade") / "ADEChallengeData2016", num_train=8, num_val=3, min_size=64, max_size=96)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Three classes of small images (one colour each), four per class."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (200, 30, 30)), ("green", (30, 200, 30)), ("blue", (30, 30, 200))):
+        (root / name).mkdir()
+        for index in range(4):
+            array = np.clip(np.array(colour)[None, None] + rng.normal(0, 30, (40 + 8 * index, 48, 3)), 0, 255)
+            Image.fromarray(array.astype(np.uint8)).save(root / name / f"{index}.png")
+    return root
+
+
+# ------------------------------------------------------------------------------------------ shapes dataset
+def test_shapes_dataset_layout(ade_dir):
+    for split, count in (("training", 8), ("validation", 3)):
+        images = sorted((ade_dir / "images" / split).glob("*.jpg"))
+        annotations = sorted((ade_dir / "annotations" / split).glob("*.png"))
+        assert len(images) == len(annotations) == count
+        for image_path, annotation_path in zip(images, annotations):
+            assert image_path.stem == annotation_path.stem
+            image, annotation = Image.open(image_path), np.asarray(Image.open(annotation_path))
+            assert image.mode == "RGB" and annotation.shape == (image.height, image.width)
+            assert 64 <= min(image.size) and max(image.size) <= 96
+            assert set(np.unique(annotation)) <= {0, 1, 2, 3} and (annotation > 0).any()
+    assert json.loads((ade_dir / "id2label.json").read_text()) == {"0": "circle", "1": "rectangle", "2": "triangle"}
+
+
+# ------------------------------------------------------------------------------------------ ADE20K example units
+def test_training_pipeline_shapes_labels_and_determinism(ade_dir):
+    module = load_example("finetune_ade20k")
+    args = module.parse_args(["--model_name_or_path", "pvt-v2-b0", "--data_dir", str(ade_dir), "--output_dir", "unused", "--crop_size", "48", "64", "--resize_scale", "128", "32"])
+    train, validation = module.load_sources(args)
+    dataset = module.TrainDataset(train, args)
+    item = dataset[(0, 0)]
+    assert item["pixel_values"].shape == (3, 48, 64) and item["pixel_values"].dtype == torch.float32
+    assert item["labels"].shape == (48, 64)
+    assert set(torch.unique(item["labels"]).tolist()) <= {0, 1, 2, 255}  # reduce_zero_label: 1..3 -> 0..2, 0 -> 255
+    # The scale (128, 32) x [0.5, 2] gives images smaller than the crop: padded with 255.
+    assert any((dataset[(i, 0)]["labels"] == 255).all(dim=0).any() for i in range(len(dataset)))
+    again = dataset[(0, 0)]
+    assert torch.equal(item["pixel_values"], again["pixel_values"]) and torch.equal(item["labels"], again["labels"])
+    assert not torch.equal(item["pixel_values"], dataset[(0, 1)]["pixel_values"])  # another epoch, another draw
+    label = np.array([[0, 1, 2], [3, 255, 150]], np.uint8)
+    assert module.reduce_zero_label(label).tolist() == [[255, 0, 1], [2, 255, 149]]
+    # The test scale: short side to 512 (long side at most 2048), both sides rounded up to a multiple of 32.
+    assert module.eval_size(683, 512, 512, 2048, 32) == (704, 512)
+    assert module.eval_size(100, 60, 512, 2048, 32) == (864, 512)
+    assert module.eval_size(5000, 500, 512, 2048, 32) == (2048, 224)
+    sample = module.EvalDataset(validation, [0], args)[0]
+    image, annotation = validation.load(0)
+    assert sample["labels"].shape == (1, image.height, image.width)
+    assert sample["pixel_values"].shape[-1] % 32 == 0 and sample["pixel_values"].shape[-2] % 32 == 0
+
+
+def test_sampler_order_depends_only_on_seed_and_epoch():
+    module = load_example("finetune_ade20k")
+    sampler = module.EpochShuffleSampler(10, seed=3)
+    first = list(sampler)
+    assert sorted(index for index, _ in first) == list(range(10)) and {epoch for _, epoch in first} == {0}
+    assert list(module.EpochShuffleSampler(10, seed=3)) == first
+    sampler.epoch = 1
+    assert [index for index, _ in sampler] != [index for index, _ in first]
+
+
+# ------------------------------------------------------------------------------------------ ADE20K example runs
+ACCEPTANCE = ["--per_device_train_batch_size", 2, "--crop_size", 64, "--checkpointing_steps", 2]
+
+
+def check_finished_run(output_dir, step, num_processes=None):
+    import pvt_hf  # noqa: F401
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["step"] == step
+    for key in ("mean_iou", "mean_accuracy", "overall_accuracy"):
+        assert 0.0 <= results[key] <= 1.0, results
+    if num_processes is not None:
+        assert results["num_processes"] == num_processes
+    model = AutoModelForSemanticSegmentation.from_pretrained(output_dir)
+    assert type(model).__name__ == "PvtForSemanticSegmentation"
+    assert model.config.id2label == {0: "circle", 1: "rectangle", 2: "triangle"}
+    processor = AutoImageProcessor.from_pretrained(output_dir)
+    pixel_values = processor(Image.new("RGB", (90, 70)), return_tensors="pt")["pixel_values"]
+    assert model(pixel_values).logits.shape[1] == 3
+    names = {path.name for path in output_dir.iterdir()}
+    assert not any(".incomplete" in name for name in names), names
+    return results, names
+
+
+def test_ade20k_acceptance_launch_checkpoint_resume(tmp_path, converted, ade_dir):
+    """The acceptance commands: `accelerate launch --cpu --num_processes 2` (two gloo DDP processes: the script starts
+    them itself, accelerate's --cpu launcher starting only one), 2 steps with a checkpoint, then resumed to 4 steps."""
+    folder, output = converted("pvt_v2_mini_seg"), tmp_path / "O"
+    common = ["--model_name_or_path", folder, "--data_dir", ade_dir, "--output_dir", output, *ACCEPTANCE]
+    launch = ["--cpu", "--num_processes", 2, EXAMPLES / "finetune_ade20k.py"]
+    run(accelerate_launch(*launch, *common, "--max_train_steps", 2))
+    assert (output / "step_2" / "training_state.json").is_file()
+    assert {p.name for p in (output / "step_2").iterdir()} >= {"random_states_0.pkl", "random_states_1.pkl", "optimizer.bin"}
+    results, _ = check_finished_run(output, 2, num_processes=2)
+    assert results["total_train_batch_size"] == 4
+    result = run(accelerate_launch(*launch, *common, "--max_train_steps", 4, "--resume_from_checkpoint", "latest"))
+    assert "Resumed from" in result.stderr + result.stdout
+    results, names = check_finished_run(output, 4, num_processes=2)
+    assert {"step_2", "step_4", "config.json", "model.safetensors", "preprocessor_config.json"} <= names
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU data parallelism test")
+def test_ade20k_two_process_ddp_checkpoint_resume(tmp_path, converted, ade_dir):
+    """Two real processes started by accelerate's own DDP launcher (`--multi_gpu` on a machine without GPUs: gloo)."""
+    folder, output = converted("pvt_v2_mini_seg"), tmp_path / "O"
+    common = ["--model_name_or_path", folder, "--data_dir", ade_dir, "--output_dir", output, *ACCEPTANCE,
+              "--resize_scale", 128, 64, "--eval_short_side", 64, "--num_workers", 0]  # fmt: skip
+    launch = ["--multi_gpu", "--num_processes", 2, "--num_machines", 1, "--mixed_precision", "no", "--dynamo_backend", "no",
+              EXAMPLES / "finetune_ade20k.py"]  # fmt: skip
+    run(accelerate_launch(*launch, *common, "--max_train_steps", 2))
+    assert {p.name for p in (output / "step_2").iterdir()} >= {"random_states_0.pkl", "random_states_1.pkl", "optimizer.bin"}
+    run(accelerate_launch(*launch, *common, "--max_train_steps", 4, "--resume_from_checkpoint", "latest"))
+    results, _ = check_finished_run(output, 4, num_processes=2)
+    assert results["total_train_batch_size"] == 4
+
+
+def test_ade20k_single_process_learns_shapes(tmp_path):
+    """A single-process run from scratch on the generated shapes (hue cue) learns: the held-out mIoU after 150 steps
+    is far above chance (the full learning run, 1200 steps, reaches 0.97: benchmarks/RESULTS.md)."""
+    data = load_example("make_shapes_dataset").make_dataset(tmp_path / "ADEChallengeData2016", num_train=64, num_val=16, min_size=64, max_size=80, seed=1)
+    output = tmp_path / "O"
+    run(ade20k(*SHAPES_RECIPE[:4], "--data_dir", data, "--output_dir", output, "--crop_size", 64, "--resize_scale", 256, 64,
+               "--eval_short_side", 64, "--per_device_train_batch_size", 8, "--learning_rate", "1e-3", "--warmup_steps", 20,
+               "--max_train_steps", 150, "--logging_steps", 50, "--num_workers", 0))  # fmt: skip
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["step"] == 150 and results["num_processes"] == 1
+    assert results["mean_iou"] >= 0.6, results
+
+
+def test_ade20k_resume_is_exact(tmp_path, converted, ade_dir):
+    """Resuming from a checkpoint ends with the same weights as the uninterrupted run (model, optimizer, scheduler,
+    RNG and data position restored)."""
+    common = ["--model_name_or_path", converted("pvt_v2_mini_seg"), "--data_dir", ade_dir, "--per_device_train_batch_size", 2,
+              "--crop_size", 64, "--resize_scale", 128, 64, "--num_workers", 0, "--no-do_eval", "--max_train_steps", 5]  # fmt: skip
+    run(ade20k(*common, "--output_dir", tmp_path / "full", "--checkpointing_steps", 3))
+    run(ade20k(*common, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", tmp_path / "full" / "step_3"))
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+def test_ade20k_hub_dataset_backbone_and_options(tmp_path, converted, ade_dir):
+    """--dataset_name (a local `datasets` folder), --backbone_name_or_path (ImageNet classifier weights into a new
+    Semantic FPN model), --id2label, gradient checkpointing, gradient accumulation, periodic evaluation."""
+    datasets = pytest.importorskip("datasets")
+    shapes_source = load_example("finetune_ade20k").FolderSource
+    splits = {}
+    for split, name in (("training", "train"), ("validation", "validation")):
+        pairs = shapes_source(ade_dir, split).pairs
+        splits[name] = datasets.Dataset.from_dict(
+            {"image": [str(i) for i, _ in pairs], "annotation": [str(a) for _, a in pairs]},
+            features=datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()}),
+        )
+    datasets.DatasetDict(splits).save_to_disk(tmp_path / "hub_dataset")
+    classifier, output = converted("pvt_v2_mini_cls"), tmp_path / "O"
+    run(ade20k(
+        "--backbone_name_or_path", classifier, "--dataset_name", tmp_path / "hub_dataset", "--id2label", ade_dir / "id2label.json",
+        "--config_overrides", '{"neck_hidden_size": 16, "decoder_hidden_size": 8}', "--output_dir", output,
+        "--per_device_train_batch_size", 2, "--gradient_accumulation_steps", 2, "--crop_size", 64, "--resize_scale", 128, 64,
+        "--eval_short_side", 64, "--max_train_steps", 2, "--eval_steps", 1, "--gradient_checkpointing", "--num_workers", 0,
+    ))  # fmt: skip
+    results, _ = check_finished_run(output, 2)
+    assert [entry["step"] for entry in results["eval_history"]] == [1] and results["total_train_batch_size"] == 4
+    # The encoder started from the classifier's weights: the first patch embedding moved only by two AdamW steps.
+    start = load_file(Path(classifier) / "model.safetensors")
+    trained = load_file(output / "model.safetensors")
+    key = next(k for k in start if k.startswith("pvt.encoder.") and k.endswith("weight") and start[k].ndim == 4)
+    assert (trained[key] - start[key]).abs().max() < 5e-3
+
+
+@pytest.mark.parametrize("option", ["--mixed_precision=bf16", pytest.param("--torch_compile", marks=pytest.mark.slow)])
+def test_ade20k_bf16_and_torch_compile(tmp_path, converted, ade_dir, option):
+    """bf16 autocast (CPU here) and --torch_compile (inductor; ~45 s of compilation on 2 cores, hence slow) train, save
+    fp32 weights without wrapper prefixes, and reload."""
+    output = tmp_path / "O"
+    run(ade20k("--model_name_or_path", converted("pvt_v2_mini_seg"), "--data_dir", ade_dir, "--output_dir", output, option,
+               "--per_device_train_batch_size", 2, "--crop_size", 64, "--resize_scale", 128, 64, "--eval_short_side", 64,
+               "--max_train_steps", 2, "--num_workers", 0), timeout=900)  # fmt: skip
+    check_finished_run(output, 2)
+    weights = load_file(output / "model.safetensors")
+    assert weights.keys() == load_file(Path(converted("pvt_v2_mini_seg")) / "model.safetensors").keys()
+    assert {tensor.dtype for tensor in weights.values() if tensor.is_floating_point()} == {torch.float32}
+
+
+def test_ade20k_push_to_hub_fails_clearly_offline(tmp_path, ade_dir):
+    result = run(ade20k("--model_name_or_path", "pvt-v2-b0", "--data_dir", ade_dir, "--output_dir", tmp_path / "O", "--push_to_hub"),
+                 expect_success=False)  # fmt: skip
+    assert result.returncode != 0 and "HF_HUB_OFFLINE" in result.stderr and not (tmp_path / "O").exists()
+
+
+# ------------------------------------------------------------------------------------------ classification example
+def test_image_classification_acceptance(tmp_path, converted, image_folder):
+    import pvt_hf  # noqa: F401
+    from transformers import pipeline
+
+    output = tmp_path / "O"
+    run(classification(
+        "--model_name_or_path", converted("pvt_v2_mini_cls"), "--train_dir", image_folder, "--validation_dir", image_folder,
+        "--output_dir", output, "--max_steps", 3, "--per_device_train_batch_size", 2, "--do_train", "--do_eval",
+        "--report_to", "none",
+    ))  # fmt: skip
+    results = json.loads((output / "all_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    classifier = pipeline("image-classification", model=str(output))
+    assert classifier.model.config.id2label == {0: "blue", 1: "green", 2: "red"}
+    answer = classifier(str(image_folder / "red" / "0.png"))
+    assert {entry["label"] for entry in answer} == {"red", "green", "blue"}
+
+
+def test_image_classification_two_processes_checkpoint_resume(tmp_path, converted, image_folder):
+    """`accelerate launch --cpu --num_processes 2` with the Trainer: checkpoint at step 2, resume `latest` to step 4,
+    evaluate, reload with the Auto class."""
+    import pvt_hf  # noqa: F401
+    from transformers import AutoModelForImageClassification
+
+    output = tmp_path / "O"
+    common = ["--cpu", "--num_processes", 2, EXAMPLES / "finetune_image_classification.py",
+              "--model_name_or_path", converted("pvt_v2_mini_cls"), "--train_dir", image_folder, "--validation_dir", image_folder,
+              "--output_dir", output, "--per_device_train_batch_size", 2, "--save_strategy", "steps", "--save_steps", 2,
+              "--do_train", "--do_eval", "--report_to", "none", "--dataloader_num_workers", 0]  # fmt: skip
+    result = run(accelerate_launch(*common, "--max_steps", 2))
+    assert "starting 2 processes" in result.stdout
+    assert (output / "checkpoint-2" / "trainer_state.json").is_file()
+    result = run(accelerate_launch(*common, "--max_steps", 4, "--resume_from_checkpoint", "latest", "--log_level", "info"))
+    assert f"--resume_from_checkpoint latest: {output / 'checkpoint-2'}" in result.stdout + result.stderr
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    results = json.loads((output / "all_results.json").read_text())
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    model = AutoModelForImageClassification.from_pretrained(output)
+    assert model.config.id2label == {0: "blue", 1: "green", 2: "red"}
+
+
+def test_image_classification_official_recipe_from_scratch_on_a_datasets_folder(tmp_path, image_folder):
+    datasets = pytest.importorskip("datasets")
+    names = ["blue", "green", "red"]
+    files = sorted(image_folder.glob("*/*.png"))
+    dataset = datasets.Dataset.from_dict(
+        {"img": [str(f) for f in files], "fine_label": [names.index(f.parent.name) for f in files]},
+        features=datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=names)}),
+    )
+    datasets.DatasetDict({"train": dataset, "test": dataset}).save_to_disk(tmp_path / "data")
+    output = tmp_path / "O"
+    run(classification(
+        "--model_name_or_path", "pvt-v2-b0", "--config_overrides", '{"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 1, 1]}',
+        "--dataset_name", tmp_path / "data", "--image_column_name", "img", "--label_column_name", "fine_label",
+        "--augmentation", "official", "--image_size", 32, "--output_dir", output, "--max_steps", 2,
+        "--per_device_train_batch_size", 4, "--learning_rate", "1e-3", "--do_train", "--do_eval", "--report_to", "none",
+    ))  # fmt: skip
+    results = json.loads((output / "all_results.json").read_text())
+    assert "eval_accuracy" in results and results["epoch"] > 0
+    config = json.loads((output / "config.json").read_text())
+    assert config["id2label"] == {"0": "blue", "1": "green", "2": "red"} and config["hidden_sizes"] == [8, 16, 24, 32]
+    assert json.loads((output / "preprocessor_config.json").read_text())["crop_size"] == {"height": 32, "width": 32}
+
+
+def test_classification_augmentations():
+    module = load_example("finetune_image_classification")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    augment = module.RandAugment("rand-m9-mstd0.5-inc1")
+    assert (augment.num_ops, augment.magnitude, augment.magnitude_std) == (2, 9.0, 0.5)
+    for _ in range(30):
+        assert augment(image).size == image.size
+    with pytest.raises(ValueError):
+        module.RandAugment("auto-m9")
+    assert module.random_resized_crop(image, 32, (0.08, 1.0)).size == (32, 32)
+    assert module.eval_transform(image, 32, 0.875).size == (32, 32)
+    erased = module.random_erasing(torch.zeros(3, 32, 32), prob=1.0)
+    assert erased.shape == (3, 32, 32) and (erased != 0).any()
+    labels = torch.tensor([0, 1, 2, 1])
+    for mixup, cutmix in ((0.8, 0.0), (0.0, 1.0), (0.8, 1.0)):
+        pixels, targets = module.mixup_cutmix(torch.randn(4, 3, 16, 16), labels, 3, mixup, cutmix, 0.5, 0.1)
+        assert pixels.shape == (4, 3, 16, 16) and targets.shape == (4, 3)
+        assert torch.allclose(targets.sum(-1), torch.ones(4)) and (targets > 0).all()
+
+
+# ------------------------------------------------------------------------------------------ packaged demo
+def test_demo_model_is_small_and_documented():
+    from pvt_hf import demo
+
+    files = {path.name: path.stat().st_size for path in demo.DEMO_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", demo.HELDOUT_FILE} <= set(files)
+    assert sum(files.values()) <= 2 * 2**20
+    images, labels = demo.load_heldout()
+    assert images.shape == (360, 8, 8) and labels.shape == (360,) and set(labels.tolist()) == set(range(10))
+
+
+def test_demo_runs_offline(tmp_path, capsys):
+    """`pvt-hf demo` (the README's first command; `python -m pvt_hf.demo` is the same)."""
+    from pvt_hf.cli import main
+
+    assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained from scratch" in printed and "not an official PVT checkpoint" in printed
+    results = json.loads(printed[printed.index("{\n"):])
+    assert results["pipeline_accuracy"] >= 0.95 and results["model_accuracy"] >= 0.95
+    assert results["pipeline_images_per_second"] > 0
+    written = {path.name for path in (tmp_path / "demo").iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_pvt.py"} <= written
+    assert "not an official PVT checkpoint" in (tmp_path / "demo" / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------ learning runs (slow)
+@pytest.mark.slow
+def test_digits_from_scratch_reaches_95_percent(tmp_path):
+    """The recipe of the packaged demo model: a tiny PVT v2 trained from scratch on scikit-learn's digits."""
+    pytest.importorskip("sklearn")
+    from pvt_hf.demo import prepare_data
+
+    data = prepare_data(tmp_path / "digits")
+    output = tmp_path / "O"
+    run(classification(
+        "--model_name_or_path", "pvt-v2-b0",
+        "--config_overrides", '{"hidden_sizes": [16, 32, 48, 96], "depths": [1, 1, 2, 1], "num_attention_heads": [1, 2, 3, 6], "image_size": 32}',
+        "--train_dir", data / "train", "--validation_dir", data / "test", "--image_size", 32, "--crop_pct", 1.0,
+        "--hflip_prob", 0, "--min_crop_scale", 0.5, "--output_dir", output, "--do_train", "--do_eval",
+        "--num_train_epochs", 40, "--per_device_train_batch_size", 64, "--learning_rate", "2e-3", "--weight_decay", 0.05,
+        "--warmup_steps", 50, "--lr_scheduler_type", "cosine", "--save_strategy", "no", "--report_to", "none", "--seed", 0,
+    ), timeout=1200)  # fmt: skip
+    assert json.loads((output / "all_results.json").read_text())["eval_accuracy"] >= 0.95
+
+
+@pytest.mark.slow
+def test_shapes_segmentation_from_scratch_reaches_08_miou(tmp_path):
+    data = load_example("make_shapes_dataset").make_dataset(tmp_path / "ADEChallengeData2016", num_train=400, num_val=100, seed=0)
+    output = tmp_path / "O"
+    run(ade20k(*SHAPES_RECIPE, "--data_dir", data, "--output_dir", output), timeout=3000)
+    assert json.loads((output / "all_results.json").read_text())["mean_iou"] >= 0.8
+
+
+SHAPES_RECIPE = [
+    "--model_name_or_path", "pvt-v2-b0",
+    "--config_overrides", '{"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 2, 1], "num_attention_heads": [1, 2, 4, 8], "neck_hidden_size": 64, "decoder_hidden_size": 64}',
+    "--crop_size", 128, "--resize_scale", 512, 128, "--eval_short_side", 128, "--per_device_train_batch_size", 8,
+    "--learning_rate", "1e-3", "--warmup_steps", 50, "--max_train_steps", 1200, "--num_workers", 1, "--seed", 0,
+]  # fmt: skip
