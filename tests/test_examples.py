@@ -363,6 +363,19 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert "not an official PVT checkpoint" in (tmp_path / "demo" / "README.md").read_text()
 
 
+def test_demo_keeps_an_existing_output_dir_without_force(tmp_path, capsys):
+    from pvt_hf.cli import main
+
+    existing = tmp_path / "demo"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    assert main(["demo", "--output-dir", str(existing)]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert [path.name for path in existing.iterdir()] == ["notes.txt"]
+    assert main(["demo", "--output-dir", str(existing), "--force"]) == 0
+    assert (existing / "model.safetensors").is_file() and not (existing / "notes.txt").exists()
+
+
 # ------------------------------------------------------------------------------------------ learning runs (slow)
 @pytest.mark.slow
 def test_digits_from_scratch_reaches_95_percent(tmp_path):

@@ -279,6 +279,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 
 def add_demo_parser(subparsers) -> None:
+    from . import demo
+
     parser = subparsers.add_parser(
         "demo",
         help="offline demo on the shipped tiny digits model (trained from scratch; not an official checkpoint)",
@@ -287,23 +289,9 @@ def add_demo_parser(subparsers) -> None:
         "checkpoint): write it as a Hub-ready folder, load it back with AutoModelForImageClassification and "
         "pipeline('image-classification'), classify the held-out digits, print the accuracy and images/s.",
     )
-    parser.add_argument("--output-dir", help="keep the written folder here (default: a temporary folder, removed)")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda, ...")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    demo.add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
-    parser.set_defaults(handler=run_demo_command)
-
-
-def run_demo_command(args: argparse.Namespace) -> int:
-    import json
-
-    from .demo import run_demo
-
-    results = run_demo(args.output_dir, device=args.device, batch_size=args.batch_size)
-    if args.json:
-        print(json.dumps(results, indent=1))
-    return 0
+    parser.set_defaults(handler=demo.run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,8 +101,15 @@ print(classifier("digit.png"))
 """
 
 
-def run_demo(output_dir: str | Path | None = None, device: str | None = None, batch_size: int = 64, quiet: bool = False) -> dict:
-    """Write, reload and evaluate the demo model; returns the measured numbers."""
+def run_demo(
+    output_dir: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    quiet: bool = False,
+    force: bool = False,
+) -> dict:
+    """Write, reload and evaluate the demo model; returns the measured numbers. An existing `output_dir` is
+    replaced only with `force`."""
     import torch
     from transformers import AutoModelForImageClassification, pipeline
 
@@ -127,7 +134,7 @@ def run_demo(output_dir: str | Path | None = None, device: str | None = None, ba
     try:
         start = time.perf_counter()
         written = write_repo_folder(
-            model, folder, variant=None, source="digits-demo", repo_id="pvt-digits-demo", force=output_dir is not None,
+            model, folder, variant=None, source="digits-demo", repo_id="pvt-digits-demo", force=force,
             image_processor=processor,
         )  # fmt: skip
         say(f"1. Wrote a Hub-ready folder in {time.perf_counter() - start:.1f} s: {folder}")
@@ -180,26 +187,35 @@ def run_demo(output_dir: str | Path | None = None, device: str | None = None, ba
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options (`python -m pvt_hf.demo` and `pvt-hf demo`)."""
+    parser.add_argument("--output-dir", help="keep the written folder here (default: a temporary folder, removed)")
+    parser.add_argument("--force", action="store_true", help="replace --output-dir if it exists")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda, ...")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    parser.add_argument("--prepare-data", metavar="DIR", help="only write the digits train/test image folders (needs scikit-learn)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.prepare_data:
+        root = prepare_data(args.prepare_data)
+        print(f"Wrote {root}/train and {root}/test (class-per-folder PNGs, 32x32) and {root / HELDOUT_FILE}")
+        return 0
+    results = run_demo(args.output_dir, device=args.device, batch_size=args.batch_size, force=args.force)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pvt_hf.demo",
         description="Offline demo: write the shipped tiny digits PVT (trained from scratch, not an official checkpoint) "
         "as a Hub-ready folder, reload it with the Auto classes and the pipeline, and classify held-out digits.",
     )
-    parser.add_argument("--output-dir", help="keep the written folder here (default: a temporary folder, removed)")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda, ...")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
-    parser.add_argument("--prepare-data", metavar="DIR", help="only write the digits train/test image folders (needs scikit-learn)")
-    args = parser.parse_args(argv)
-    if args.prepare_data:
-        root = prepare_data(args.prepare_data)
-        print(f"Wrote {root}/train and {root}/test (class-per-folder PNGs, 32x32) and {root / HELDOUT_FILE}")
-        return 0
-    results = run_demo(args.output_dir, device=args.device, batch_size=args.batch_size)
-    if args.json:
-        print(json.dumps(results, indent=1))
-    return 0
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
