@@ -738,8 +738,12 @@ def main(argv: list[str] | None = None) -> dict:
             )  # fmt: skip
             logger.info(f"Pushed {output_dir} to {repo_id}")
     accelerator.wait_for_everyone()
-    if report_to is not None:
-        accelerator.end_training()
+    # Tear down in order, on every process alike: the DDP wrapper (its gradient reducer) while the process group is
+    # still up, then the trackers and the group. Left to interpreter exit, they die in any order and the exit may
+    # hang or abort.
+    del model, optimizer, train_dataloader, lr_scheduler
+    accelerator.free_memory()
+    accelerator.end_training()
     return results
 
 

@@ -37,6 +37,7 @@ Accuracy is computed locally (no `evaluate.load` from the Hub). `all_results.jso
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -531,6 +532,13 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="image-classification")
     elif training_args.should_save:
         trainer.create_model_card(finetuned_from=model_args.model_name_or_path, tasks="image-classification")
+    if torch.distributed.is_initialized():
+        # Tear down in order, on every process alike: the DDP wrapper (its gradient reducer) while the gloo group is
+        # still up, then the group. Left to interpreter exit, the two die in any order and the exit may hang or abort.
+        del trainer
+        gc.collect()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return results
 
 
