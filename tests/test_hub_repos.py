@@ -43,7 +43,7 @@ def test_every_release_becomes_a_complete_repo(tmp_path, index, name):
     repo = tmp_path / "repo"
     files = sorted(p.name for p in repo.iterdir())
     expected = {
-        "README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py",
+        "README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py", "fused_ops.py",
         "preprocessor_config.json", "image_processing_pvt.py",
     }  # fmt: skip
     assert expected <= set(files), files
@@ -102,7 +102,7 @@ def test_push_dry_run_and_offline_push(tmp_path, caplog, capsys, monkeypatch):
     base = ["convert", str(REFERENCE / f"{name}.pth"), "--official-args", str(REFERENCE / f"{name}.json"), "--no-verify"]
     assert main([base[0], base[1], str(tmp_path / "a"), *base[2:], "--push-to-hub", "org/pvt-mini", "--dry-run"]) == 0
     assert (
-        "Would upload to org/pvt-mini: README.md, config.json, configuration_pvt.py, image_processing_pvt.py, "
+        "Would upload to org/pvt-mini: README.md, config.json, configuration_pvt.py, fused_ops.py, image_processing_pvt.py, "
         "model.safetensors, modeling_pvt.py, preprocessor_config.json" in caplog.text
     )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transformers import initialization as init
-from transformers.activations import ACT2FN, GELUActivation
+from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
@@ -18,7 +18,9 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
+from . import fused_ops
 from .configuration_pvt import PvtConfig
+from .fused_ops import tokens_to_map, use_onednn
 
 
 def eager_attention_forward(
@@ -60,97 +62,6 @@ class PvtDropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.drop_prob}"
-
-
-def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W) map: a view, channels-last in memory, so convolutions run in NHWC.
-
-    Split first, then permuted: the batch stride stays H*W*C also for one image. (`transpose(1, 2).reshape(...)`
-    gives a single image a batch stride of C, which convolutions do not recognise as channels-last: they then copy
-    the input to NCHW and return NCHW, and the tokens after them need another transposing copy; 1.5x slower for a
-    single 512x512 image.)"""
-    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
-
-
-# oneDNN's fused CPU kernels, the ones torch.compile's CPU backend emits: bias, activation and residual add run inside
-# the GEMM or convolution. Plain `nn.Linear` on CPU first broadcasts the bias into its fresh output, and GELU and the
-# residual adds are passes of their own over (B, N, 8C) activations: together ~40% of an eager pvt-v2-b2 forward on
-# two cores. The kernels have no autograd, so only eager CPU inference takes them (`use_onednn`); training, GPUs,
-# torch.compile and export run the plain modules.
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-# Largest block of MLP hidden activations the fused inference path materialises at once (see PvtMLP.fused_forward).
-MLP_CHUNK_BYTES = 16 << 20
-
-
-def use_onednn(hidden_states: torch.Tensor, module: nn.Module) -> bool:
-    """Whether `module` may run on the fused kernels: eager float32 CPU inference, nothing asking for gradients."""
-    # (torch.compile and the exporters trace the plain modules: the oneDNN ops have no fake-tensor kernels)
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
-        return False
-    if not _ONEDNN or module.training:
-        return False
-    if hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32:
-        return False
-    return not torch.is_grad_enabled() or not (
-        hidden_states.requires_grad or any(parameter.requires_grad for parameter in module.parameters())
-    )
-
-
-def _hookless(*modules: nn.Module) -> bool:
-    # Wrapped (PEFT) or hooked (accelerate offload, quantizers) layers must run their own forward.
-    return all(
-        type(module) in (nn.Linear, nn.Conv2d) and not (module._forward_hooks or module._forward_pre_hooks)
-        for module in modules
-    )
-
-
-def _onednn_activation(activation: nn.Module | None) -> tuple[str, str] | None:
-    """oneDNN's (attr, algorithm) for an activation module, None where it has no exact equivalent."""
-    if activation is None:
-        return "none", ""
-    if type(activation) is nn.ReLU:
-        return "relu", ""
-    if type(activation) is nn.GELU:
-        return "gelu", activation.approximate
-    if type(activation) is GELUActivation and activation.act is F.gelu:
-        return "gelu", "none"
-    return None
-
-
-def fused_linear(
-    hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str = "none", algorithm: str = ""
-) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, bias, attr, [], algorithm)
-
-
-def linear(
-    layer: nn.Linear,
-    hidden_states: torch.Tensor,
-    activation: nn.Module | None = None,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Fused path: `residual + activation(layer(hidden_states))`, in one oneDNN call where the modules allow."""
-    fusable = _onednn_activation(activation)
-    if _hookless(layer) and fusable is not None and (activation is None or residual is None):
-        if residual is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(hidden_states, residual, layer.weight, layer.bias, "add")
-        return fused_linear(hidden_states, layer.weight, layer.bias, *fusable)
-    output = layer(hidden_states)
-    output = activation(output) if activation is not None else output
-    return output if residual is None else residual + output
-
-
-def conv2d(conv: nn.Conv2d, hidden_states: torch.Tensor, activation: nn.Module | None = None) -> torch.Tensor:
-    """Fused path: `activation(conv(hidden_states))`, in one oneDNN call where the modules allow."""
-    fusable = _onednn_activation(activation)
-    if _hookless(conv) and fusable is not None and isinstance(conv.padding, tuple):
-        attr, algorithm = fusable
-        return torch.ops.mkldnn._convolution_pointwise(
-            hidden_states, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, attr, [], algorithm
-        )
-    output = conv(hidden_states)
-    return activation(output) if activation is not None else output
 
 
 def adaptive_avg_pool2d_as_matmuls(hidden_states: torch.Tensor, output_size: int) -> torch.Tensor:
@@ -231,16 +142,17 @@ class PvtAttention(nn.Module):
         inside the output projection."""
         fused = residual is not None
         batch_size, num_tokens, hidden_size = hidden_states.shape
-        if self.spatial_reduction is None and _hookless(self.query, self.key_value):
+        if self.spatial_reduction is None and fused_ops.hookless(self.query, self.key_value):
             # Queries, keys and values all come from these tokens: one GEMM. The weights are concatenated at call
             # time (3C x C floats, little next to the GEMM), so they always follow loading and training updates.
             weight = torch.cat([self.query.weight, self.key_value.weight])
             bias = torch.cat([self.query.bias, self.key_value.bias]) if self.query.bias is not None else None
-            qkv = fused_linear(hidden_states, weight, bias) if fused else F.linear(hidden_states, weight, bias)
+            linear = fused_ops.linear_weights if fused else F.linear
+            qkv = linear(hidden_states, weight, bias)
             qkv = qkv.view(batch_size, num_tokens, 3, self.num_attention_heads, self.head_dim)
             query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         else:
-            query = linear(self.query, hidden_states) if fused else self.query(hidden_states)
+            query = fused_ops.linear(self.query, hidden_states) if fused else self.query(hidden_states)
             query = query.view(batch_size, num_tokens, -1, self.head_dim).transpose(1, 2)
             key_value_states = hidden_states
             if self.spatial_reduction is not None:
@@ -250,11 +162,13 @@ class PvtAttention(nn.Module):
                     reduced = adaptive_avg_pool2d_as_matmuls(reduced, self.pool.output_size)
                 elif self.pool is not None:
                     reduced = self.pool(reduced)
-                reduced = conv2d(self.spatial_reduction, reduced) if fused else self.spatial_reduction(reduced)
+                reduced = fused_ops.conv2d(self.spatial_reduction, reduced) if fused else self.spatial_reduction(reduced)
                 key_value_states = self.layer_norm(reduced.flatten(2).transpose(1, 2))
                 if self.activation is not None:
                     key_value_states = self.activation(key_value_states)
-            key_value = linear(self.key_value, key_value_states) if fused else self.key_value(key_value_states)
+            key_value = (
+                fused_ops.linear(self.key_value, key_value_states) if fused else self.key_value(key_value_states)
+            )
             key_value = key_value.view(batch_size, -1, 2, self.num_attention_heads, self.head_dim)
             key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)
 
@@ -272,7 +186,7 @@ class PvtAttention(nn.Module):
         )
         attn_output = attn_output.reshape(batch_size, num_tokens, hidden_size)
         if fused:
-            return linear(self.output, attn_output, residual=residual), attn_weights
+            return fused_ops.linear(self.output, attn_output, residual=residual), attn_weights
         return self.output_dropout(self.output(attn_output)), attn_weights
 
 
@@ -296,9 +210,21 @@ class PvtMLP(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """With `residual` (the fused inference path, `use_onednn`) returns `residual + mlp`: see `fused_forward`."""
+        """With `residual` (the fused inference path, `use_onednn`) returns `residual + mlp`, in one op that also
+        keeps the hidden activations small (`fused_ops._mlp`)."""
         if residual is not None:
-            return self.fused_forward(hidden_states, height, width, residual)
+            output = fused_ops.mlp(
+                self.fc1,
+                self.activation if self.depthwise_conv is None else self.relu,
+                self.depthwise_conv,
+                self.activation,
+                self.fc2,
+                hidden_states,
+                height,
+                width,
+                residual,
+            )
+            return output if output is not None else residual + self.forward(hidden_states, height, width)
         hidden_states = self.fc1(hidden_states)
         if self.relu is not None:
             hidden_states = self.relu(hidden_states)
@@ -307,45 +233,6 @@ class PvtMLP(nn.Module):
             hidden_states = self.depthwise_conv(tokens_to_map(hidden_states, height, width)).flatten(2).transpose(1, 2)
         hidden_states = self.dropout(self.activation(hidden_states))
         return self.dropout(self.fc2(hidden_states))
-
-    def fused_forward(
-        self, hidden_states: torch.Tensor, height: int, width: int, residual: torch.Tensor
-    ) -> torch.Tensor:
-        """`residual + mlp(hidden_states)` for inference. The activations run inside fc1 (v1; v2-linear's ReLU) and
-        the depth-wise conv, the residual add inside fc2. The (B, N, 8C) hidden activations exist only a chunk (whole
-        images, or bands of rows) of at most `MLP_CHUNK_BYTES` at a time: small blocks that the allocator reuses and
-        the caches hold, instead of fresh, page-faulting allocations of 51 MiB (224x224, batch 8) to 0.5 GiB (one
-        2048x2048 image) per block."""
-        batch_size, num_tokens, _ = hidden_states.shape
-        unit = width if self.depthwise_conv is not None else 1  # v2 chunks whole rows: the 3x3 conv needs them
-        num_units = num_tokens // unit
-        units_per_chunk = max(1, MLP_CHUNK_BYTES // (unit * self.fc1.out_features * hidden_states.element_size()))
-        images, band = max(1, units_per_chunk // num_units), min(units_per_chunk, num_units)
-        if images >= batch_size and band >= num_units:
-            return self._fused_chunk(hidden_states, residual, width, 0, num_units)
-        output = torch.empty_like(residual)
-        for first_image in range(0, batch_size, images):
-            chunk = slice(first_image, first_image + images)
-            for start in range(0, num_units, band):
-                end = min(start + band, num_units)
-                output[chunk, start * unit : end * unit] = self._fused_chunk(
-                    hidden_states[chunk], residual[chunk], width, start, end
-                )
-        return output
-
-    def _fused_chunk(
-        self, hidden_states: torch.Tensor, residual: torch.Tensor, width: int, start: int, end: int
-    ) -> torch.Tensor:
-        """The MLP on rows [start, end) (v1: tokens) of these images."""
-        if self.depthwise_conv is None:
-            hidden_states = linear(self.fc1, hidden_states[:, start:end], self.activation)
-            return linear(self.fc2, hidden_states, residual=residual[:, start:end])
-        # fc1 on one more row above and below (where the image has them): the 3x3 conv's neighbourhood
-        top, bottom = max(start - 1, 0), min(end + 1, hidden_states.shape[1] // width)
-        hidden_states = linear(self.fc1, hidden_states[:, top * width : bottom * width], self.relu)
-        hidden_states = conv2d(self.depthwise_conv, tokens_to_map(hidden_states, bottom - top, width), self.activation)
-        hidden_states = hidden_states[:, :, start - top : end - top].flatten(2).transpose(1, 2)
-        return linear(self.fc2, hidden_states, residual=residual[:, start * width : end * width])
 
 
 class PvtLayer(GradientCheckpointingLayer):
