@@ -196,6 +196,18 @@ def _register() -> None:
 
 _register()
 
+_EAGER_KERNELS = {
+    "linear_pointwise": _linear,
+    "linear_add": _linear_add,
+    "convolution_pointwise": _conv,
+    "mlp": _mlp,
+}
+
+
+def _kernel(name: str):
+    """The registered op while torch.compile traces, else the kernel itself (no dispatcher round trip in eager)."""
+    return getattr(torch.ops.pvt_hf, name) if torch.compiler.is_compiling() else _EAGER_KERNELS[name]
+
 
 # ------------------------------------------------------------------------------------ the modules' fused forward
 
@@ -210,8 +222,8 @@ def linear(
     fusable = onednn_activation(activation)
     if hookless(layer) and fusable is not None and (activation is None or residual is None):
         if residual is not None:
-            return torch.ops.pvt_hf.linear_add(hidden_states, residual, layer.weight, layer.bias)
-        return torch.ops.pvt_hf.linear_pointwise(hidden_states, layer.weight, layer.bias, *fusable)
+            return _kernel("linear_add")(hidden_states, residual, layer.weight, layer.bias)
+        return _kernel("linear_pointwise")(hidden_states, layer.weight, layer.bias, *fusable)
     output = layer(hidden_states)
     output = activation(output) if activation is not None else output
     return output if residual is None else residual + output
@@ -221,13 +233,13 @@ def linear_weights(
     hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """`F.linear` on the fused kernel (for weights that are no single module's, like a concatenated qkv)."""
-    return torch.ops.pvt_hf.linear_pointwise(hidden_states, weight, bias, "none", "")
+    return _kernel("linear_pointwise")(hidden_states, weight, bias, "none", "")
 
 
 def conv2d(conv: nn.Conv2d, hidden_states: torch.Tensor) -> torch.Tensor:
     """`conv(hidden_states)` on oneDNN's kernel where the module allows."""
     if hookless(conv) and isinstance(conv.padding, tuple) and conv.dilation == (1, 1):
-        return torch.ops.pvt_hf.convolution_pointwise(
+        return _kernel("convolution_pointwise")(
             hidden_states, conv.weight, conv.bias, list(conv.padding), list(conv.stride), conv.groups, "none", ""
         )
     return conv(hidden_states)
@@ -257,7 +269,7 @@ def mlp(
         and depthwise_conv.groups == depthwise_conv.in_channels == depthwise_conv.out_channels
     ):
         return None
-    return torch.ops.pvt_hf.mlp(
+    return _kernel("mlp")(
         hidden_states,
         residual,
         height,
