@@ -213,21 +213,14 @@ def _kernel(name: str):
 # ------------------------------------------------------------------------------------ the modules' fused forward
 
 
-def linear(
-    layer: nn.Linear,
-    hidden_states: torch.Tensor,
-    activation: nn.Module | None = None,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`residual + activation(layer(hidden_states))`, in one oneDNN call where the modules allow."""
-    fusable = onednn_activation(activation)
-    if hookless(layer) and fusable is not None and (activation is None or residual is None):
-        if residual is not None:
-            return _kernel("linear_add")(hidden_states, residual, layer.weight, layer.bias)
-        return _kernel("linear_pointwise")(hidden_states, layer.weight, layer.bias, *fusable)
-    output = layer(hidden_states)
-    output = activation(output) if activation is not None else output
-    return output if residual is None else residual + output
+def linear(layer: nn.Linear, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """`residual + layer(hidden_states)`, in one oneDNN call where the module allows."""
+    if not hookless(layer):
+        output = layer(hidden_states)
+        return output if residual is None else residual + output
+    if residual is not None:
+        return _kernel("linear_add")(hidden_states, residual, layer.weight, layer.bias)
+    return linear_weights(hidden_states, layer.weight, layer.bias)
 
 
 def linear_weights(
