@@ -5,7 +5,7 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
-from pvt_hf import PvtForImageClassification, PvtForSemanticSegmentation
+from pvt_hf import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation
 
 from test_modeling import VARIANTS, tiny_config
 
@@ -62,4 +62,20 @@ def test_training_step_compiles_without_graph_breaks():
     labels = torch.randint(0, 5, (2, 64, 96))
     compiled(pixel_values=pixel_values, labels=labels).loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert not counters["graph_break"]
+
+
+@pytest.mark.parametrize("model_class", [PvtBackbone, PvtForSemanticSegmentation], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_backbone_and_segmentation_compile_to_one_graph(model_class, name):
+    """Their heads always record the stage maps (output-capturing hooks, installed at construction): no graph break."""
+    torch.manual_seed(0)
+    config = VARIANTS[name](out_indices=[0, 1, 2, 3]) if model_class is PvtBackbone else VARIANTS[name]()
+    model = model_class(config).eval()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    pixel_values = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        got, expected = compiled(pixel_values=pixel_values), model(pixel_values=pixel_values)
+    for got_map, expected_map in zip(got.to_tuple()[0], expected.to_tuple()[0]):
+        assert ((got_map - expected_map).norm() / expected_map.norm()).item() <= 1e-5
     assert not counters["graph_break"]

@@ -1,5 +1,8 @@
-"""The fused CPU inference path (`pvt_hf.fused_ops`): the plain modules' outputs, chunked or not, and custom ops that
-torch.compile can trace (fake kernels with the real kernels' shapes and strides)."""
+"""The fused CPU inference path (`pvt_hf.fused_ops`): the plain modules' outputs, chunked or not, where it applies and
+where it must not, and custom ops that torch.compile can trace (fake kernels with the real kernels' shapes and
+strides) in a namespace of their kernels' version."""
+
+import importlib.util
 
 import pytest
 import torch
@@ -7,7 +10,8 @@ import torch._dynamo
 from torch.library import opcheck
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pvt_hf import PvtForImageClassification, fused_ops
+from pvt_hf import PvtForImageClassification, fused_ops, modeling_pvt
+from pvt_hf.modeling_pvt import tokens_to_map
 
 from test_modeling import VARIANTS
 
@@ -26,10 +30,25 @@ class OpLog(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+FUSED_GEMM = "mkldnn._linear_pointwise.binary"  # the residual adds run inside the GEMMs
+
+
 def plain_logits(model, pixel_values):
-    """The plain modules' path: gradients requested, so the fused kernels are not taken."""
-    with torch.enable_grad():
-        return model(pixel_values=pixel_values).logits.detach()
+    """The plain modules' path, switched off by the config."""
+    model.config.fused_cpu_kernels = False
+    try:
+        with torch.inference_mode(), OpLog() as log:
+            logits = model(pixel_values=pixel_values).logits
+    finally:
+        model.config.fused_cpu_kernels = True
+    assert FUSED_GEMM not in log.names
+    return logits
+
+
+def ops_run(model, pixel_values):
+    with torch.inference_mode(), OpLog() as log:
+        model(pixel_values=pixel_values)
+    return log.names
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -44,7 +63,7 @@ def test_fused_path_matches_the_plain_modules(name, chunk_bytes, monkeypatch):
         expected = plain_logits(model, pixel_values)
         with torch.inference_mode(), OpLog() as log:
             got = model(pixel_values=pixel_values).logits
-        assert "mkldnn._linear_pointwise.binary" in log.names  # the residual adds run inside the GEMMs
+        assert FUSED_GEMM in log.names
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -59,6 +78,88 @@ def test_hooked_layers_run_their_own_forward():
         got = model(pixel_values=pixel_values).logits
     assert calls == [1]
     torch.testing.assert_close(got, plain_logits(model, pixel_values), rtol=1e-5, atol=1e-5)
+
+
+def fused_layers(model, pixel_values, monkeypatch, context=torch.inference_mode):
+    """The layers that ran on the fused kernels in one forward."""
+    taken = []
+    layer_forward = fused_ops.fused_layer_forward
+    spy = lambda layer, *args: taken.append(layer) or layer_forward(layer, *args)  # noqa: E731
+    monkeypatch.setattr(modeling_pvt, "fused_layer_forward", spy)
+    with context():
+        model(pixel_values=pixel_values)
+    monkeypatch.setattr(modeling_pvt, "fused_layer_forward", layer_forward)
+    return taken
+
+
+def test_the_fused_path_applies_only_where_it_is_safe(monkeypatch):
+    """Taken for fp32 CPU inference; the plain modules under autocast, with gradients, in training, in bf16, when
+    switched off, and for a layer with an accelerate hook (`_hf_hook`), an instance-level `forward` or a PEFT-style
+    wrapped linear."""
+    torch.manual_seed(0)
+    model = PvtForImageClassification(VARIANTS["v2"]()).eval()
+    pixel_values = torch.randn(2, 3, 64, 64)
+    layers = [layer for stage in model.pvt.encoder.stages for layer in stage.layers]
+    assert fused_layers(model, pixel_values, monkeypatch) == layers
+    assert fused_layers(model, pixel_values, monkeypatch, lambda: torch.autocast("cpu", dtype=torch.bfloat16)) == []
+    assert fused_layers(model, pixel_values, monkeypatch, torch.enable_grad) == []  # parameters want gradients
+    model.config.fused_cpu_kernels = False
+    assert fused_layers(model, pixel_values, monkeypatch) == []
+    model.config.fused_cpu_kernels = True
+
+    hooked = layers[1]
+    hooked.attention.query._hf_hook = object()  # accelerate's `add_hook_to_module` leaves both on a module
+    assert hooked not in fused_layers(model, pixel_values, monkeypatch)
+    del hooked.attention.query._hf_hook
+    hooked.mlp.depthwise_conv.forward = hooked.mlp.depthwise_conv.forward
+    assert fused_layers(model, pixel_values, monkeypatch) == [layer for layer in layers if layer is not hooked]
+    del hooked.mlp.depthwise_conv.forward
+
+    class WrappedLinear(torch.nn.Linear):  # as PEFT's and quantizers' layers are
+        pass
+
+    original = hooked.mlp.fc2
+    hooked.mlp.fc2 = WrappedLinear(original.in_features, original.out_features)
+    assert hooked not in fused_layers(model, pixel_values, monkeypatch)
+    hooked.mlp.fc2 = original
+    model.train()
+    assert fused_layers(model, pixel_values, monkeypatch) == []
+    model.eval().to(torch.bfloat16)
+    assert fused_layers(model, pixel_values.to(torch.bfloat16), monkeypatch) == []
+
+
+def test_a_failing_kernel_falls_back_to_the_plain_modules(monkeypatch):
+    torch.manual_seed(0)
+    model = PvtForImageClassification(VARIANTS["v2"]()).eval()
+    pixel_values = torch.randn(2, 3, 64, 64)
+    expected = plain_logits(model, pixel_values)
+
+    def broken(*args):
+        raise RuntimeError("oneDNN is unhappy")
+
+    monkeypatch.setitem(fused_ops._EAGER_KERNELS, "mlp", broken)
+    with torch.inference_mode():
+        got = model(pixel_values=pixel_values).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_op_namespace_follows_the_kernels(tmp_path):
+    """A copy with the same kernels reuses the registered ops; a copy whose kernels differ registers its own, so an
+    older release's remote code never runs this one's kernels (nor the reverse)."""
+    source = open(fused_ops.__file__).read()
+    spec = importlib.util.spec_from_file_location("pvt_remote_same", fused_ops.__file__)
+    same = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same)
+    assert same.NAMESPACE == fused_ops.NAMESPACE
+    changed_source = source.replace("MLP_CHUNK_BYTES // (unit", "MLP_CHUNK_BYTES // (1 * unit")
+    assert changed_source != source
+    changed_file = tmp_path / "fused_ops_changed.py"
+    changed_file.write_text(changed_source)
+    spec = importlib.util.spec_from_file_location("pvt_remote_changed", changed_file)
+    changed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(changed)
+    assert changed.NAMESPACE != fused_ops.NAMESPACE
+    assert hasattr(getattr(torch.ops, changed.NAMESPACE), "mlp")
 
 
 def mlp_args(depthwise: bool, batch=2, height=5, width=7, channels=8, hidden=16):
@@ -77,7 +178,7 @@ def mlp_args(depthwise: bool, batch=2, height=5, width=7, channels=8, hidden=16)
         (
             "convolution_pointwise",
             lambda: [
-                fused_ops.tokens_to_map(torch.randn(2, 35, 8), 5, 7),
+                tokens_to_map(torch.randn(2, 35, 8), 5, 7),
                 torch.randn(8, 8, 2, 2),
                 torch.randn(8),
                 [0, 0],
@@ -93,7 +194,7 @@ def mlp_args(depthwise: bool, batch=2, height=5, width=7, channels=8, hidden=16)
 )
 def test_custom_ops_are_traceable(op, args):
     """torch.library's own checks: schema, fake kernel (shapes and strides) against the real one, dynamic shapes."""
-    opcheck(getattr(torch.ops.pvt_hf, op).default, args(), test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    opcheck(getattr(getattr(torch.ops, fused_ops.NAMESPACE), op).default, args(), test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 def test_compiled_inference_runs_the_fused_ops():
@@ -111,8 +212,9 @@ def test_compiled_inference_runs_the_fused_ops():
     compiled = torch.compile(model, backend=recording_backend, fullgraph=True)
     with torch.inference_mode():
         compiled(pixel_values=torch.randn(2, 3, 64, 64))
-    assert {"pvt_hf.mlp", "pvt_hf.linear_add", "pvt_hf.convolution_pointwise"} <= graphs[0]
+    namespace = fused_ops.NAMESPACE
+    assert {f"{namespace}.mlp", f"{namespace}.linear_add", f"{namespace}.convolution_pointwise"} <= graphs[0]
     model.train()
     compiled(pixel_values=torch.randn(2, 3, 64, 64))
-    assert not any(target.startswith("pvt_hf.") for target in graphs[-1])
+    assert not any(target.startswith(namespace) for target in graphs[-1])
     torch._dynamo.reset()

@@ -8,15 +8,21 @@ import pvt_hf
 from conftest import CLASSIFICATION_CASES, SEGMENTATION_CASES, reference_case, relative_error
 
 ATTENTION = ["sdpa", "eager"]
+# fp32 CPU inference runs the fused kernels by default; `fused_cpu_kernels=False` the plain modules (training, GPUs,
+# offloading, autocast): both are held to the official outputs.
+PATHS = {"fused": True, "plain": False}
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("attn_implementation", ATTENTION)
 @pytest.mark.parametrize("name", CLASSIFICATION_CASES)
-def test_classification_logits_match_official(name, attn_implementation, converted):
+def test_classification_logits_match_official(name, attn_implementation, path, converted):
     spec, tensors = reference_case(name)
     folder = converted(name)
-    model = AutoModelForImageClassification.from_pretrained(folder, attn_implementation=attn_implementation).eval()
-    base = AutoModel.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+    options = {"attn_implementation": attn_implementation, "fused_cpu_kernels": PATHS[path]}
+    model = AutoModelForImageClassification.from_pretrained(folder, **options).eval()
+    base = AutoModel.from_pretrained(folder, **options).eval()
+    assert model.config.fused_cpu_kernels is PATHS[path]
     assert type(model).__name__ == "PvtForImageClassification" and type(base).__name__ == "PvtModel"
     for case in spec["cases"]:
         pixel_values = tensors[case["pixel_values"]]
@@ -27,12 +33,14 @@ def test_classification_logits_match_official(name, attn_implementation, convert
         assert relative_error(pooled, tensors[case["pooled"]]) <= 1e-6, case
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("attn_implementation", ATTENTION)
 @pytest.mark.parametrize("name", SEGMENTATION_CASES)
-def test_segmentation_matches_official(name, attn_implementation, converted):
+def test_segmentation_matches_official(name, attn_implementation, path, converted):
     spec, tensors = reference_case(name)
     folder = converted(name)
-    model = AutoModelForSemanticSegmentation.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+    options = {"attn_implementation": attn_implementation, "fused_cpu_kernels": PATHS[path]}
+    model = AutoModelForSemanticSegmentation.from_pretrained(folder, **options).eval()
     for case in spec["cases"]:
         pixel_values = tensors[case["pixel_values"]]
         with torch.no_grad():
@@ -49,8 +57,9 @@ def test_segmentation_matches_official(name, attn_implementation, converted):
             assert relative_error(got, tensors[key]) <= 1e-5, key
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", SEGMENTATION_CASES)
-def test_backbone_stage_maps_match_official(name, converted):
+def test_backbone_stage_maps_match_official(name, path, converted):
     """The backbone (v1: no cls token, no norm) gives the official segmentation backbone's four maps.
 
     transformers 5.23's `AutoBackbone.from_pretrained` asks the Hub whether the name is a repo before anything else
@@ -58,7 +67,9 @@ def test_backbone_stage_maps_match_official(name, converted):
     spec, tensors = reference_case(name)
     config = AutoConfig.from_pretrained(converted(name), out_indices=[0, 1, 2, 3])
     assert type(AutoBackbone.from_config(config)).__name__ == "PvtBackbone"
-    backbone = pvt_hf.PvtBackbone.from_pretrained(converted(name), out_indices=[0, 1, 2, 3]).eval()
+    backbone = pvt_hf.PvtBackbone.from_pretrained(
+        converted(name), out_indices=[0, 1, 2, 3], fused_cpu_kernels=PATHS[path]
+    ).eval()
     assert backbone.channels == spec["neck"]["in_channels"]
     for case in spec["cases"]:
         with torch.no_grad():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
@@ -54,6 +55,9 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
             Semantic FPN neck and of the FPN head (mmseg's `FPN.out_channels` and `FPNHead.channels`).
         classifier_dropout_prob (`float`, defaults to 0.1): dropout before the segmentation classifier.
         semantic_loss_ignore_index (`int`, defaults to 255): label ignored by the segmentation loss and metric.
+        fused_cpu_kernels (`bool`, defaults to `True`): run fp32 CPU inference on oneDNN's fused kernels where that is
+            exact and safe (`pvt_hf/fused_ops.py`); `False` runs the plain modules everywhere. Outputs agree to fp32
+            rounding either way.
     """
 
     model_type = "pvt_hf"
@@ -83,6 +87,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
     decoder_hidden_size: int = 128
     classifier_dropout_prob: float = 0.1
     semantic_loss_ignore_index: int = 255
+    fused_cpu_kernels: bool = True
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
@@ -96,6 +101,9 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         for name in _PER_STAGE_FIELDS:
             setattr(self, name, list(getattr(self, name)))
         self._validate_architecture()
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0):
+            raise ValueError(f"`num_labels` must be an integer >= 0, got {num_labels!r}.")
         self.stage_names = [f"stage{index}" for index in range(1, self.num_stages + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
@@ -107,6 +115,12 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         return len(self.depths)
 
     def _validate_architecture(self) -> None:
+        for name in _PER_STAGE_FIELDS:
+            values = getattr(self, name)
+            kinds = (int, float) if name == "mlp_ratios" else (int,)
+            if any(isinstance(value, bool) or not isinstance(value, kinds) for value in values):
+                expected = "numbers" if name == "mlp_ratios" else "integers"
+                raise ValueError(f"`{name}` must hold positive {expected}, one per stage, got {values}.")
         lengths = {name: len(getattr(self, name)) for name in _PER_STAGE_FIELDS}
         if len(set(lengths.values())) != 1 or self.num_stages == 0:
             raise ValueError(f"The per-stage lists must all have one entry per stage (same length), got lengths {lengths}.")
@@ -119,14 +133,37 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                 raise ValueError(
                     f"Stage {stage}: `hidden_sizes` ({hidden_size}) must be divisible by `num_attention_heads` ({heads})."
                 )
+        for stage, (hidden_size, ratio) in enumerate(zip(self.hidden_sizes, self.mlp_ratios), start=1):
+            if int(hidden_size * ratio) < 1:
+                raise ValueError(f"Stage {stage}: `hidden_sizes` x `mlp_ratios` ({hidden_size} x {ratio}) is below 1.")
         if self.linear_attention and self.version != 2:
             raise ValueError("`linear_attention=True` exists only for PVT v2 (`version=2`).")
         if self.version == 1 and self.sr_ratios[-1] != 1:
             raise ValueError(
                 f"PVT v1 carries its cls token through the last stage, whose `sr_ratios` entry must be 1, got {self.sr_ratios}."
             )
-        if self.num_channels < 1 or self.image_size < 1 or self.linear_pool_size < 1:
-            raise ValueError("`num_channels`, `image_size` and `linear_pool_size` must be positive.")
+        positive = ("num_channels", "image_size", "linear_pool_size", "neck_hidden_size", "decoder_hidden_size")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("layer_norm_eps", "patch_embedding_layer_norm_eps", "spatial_reduction_layer_norm_eps"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+        if self.version == 1:
+            # v1 learns position embeddings on each stage's grid at `image_size`: every grid needs a token.
+            grids = [
+                (self.image_size if index == 0 else self.image_size // 2 ** (index + 1)) // patch
+                for index, patch in enumerate(self.patch_sizes)
+            ]
+            if min(grids) < 1:
+                raise ValueError(
+                    f"`image_size` {self.image_size} is too small for PVT v1's patch sizes {self.patch_sizes}: the "
+                    f"position-embedding grids would be {grids}; every stage needs at least 1."
+                )
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(f"`hidden_act` must name an activation of transformers' ACT2FN, got {self.hidden_act!r}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "classifier_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must lie in [0, 1), got {getattr(self, name)}.")

@@ -1,23 +1,35 @@
-"""Fused CPU inference kernels: oneDNN's GEMMs and convolutions with bias, activation and residual add inside.
+"""Fused CPU inference kernels for PVT layers: oneDNN's GEMMs and convolutions with bias, activation and residual add
+inside.
 
 Plain `nn.Linear` on CPU first broadcasts the bias into its fresh output, and GELU and the residual adds are passes of
 their own over (B, N, 8C) activations: together ~40% of an eager pvt-v2-b2 forward on two cores. oneDNN's
-`mkldnn._linear_pointwise` / `_convolution_pointwise` do all of it in one call. They have no autograd, so only
-inference takes them (`use_onednn`); training and GPUs run the plain modules, and so do exporters (ONNX has no such
-ops).
+`mkldnn._linear_pointwise` / `_convolution_pointwise` do all of it in one call. They have no autograd.
 
-The kernels are also registered as custom ops (`torch.ops.pvt_hf.*`) with fake kernels, which torch.compile's graphs
-call: dynamo cannot trace oneDNN's ops and inductor's lowering rejects them, so a compiled model used to fall back to
-the plain modules (0.71x the speed of this eager path). Eager calls the kernels directly (`_kernel`): the dispatcher's
-round trip cost ~3%. The MLP is one op: its chunking loop depends on the input size, which inside a graph would
-specialise it to that size.
+The model's code stays plain; this module attaches at one place, `PvtStage.forward`, which runs a layer through
+`fused_layer_forward` where `fused_forward_applies` says that is exact and safe: fp32 CPU inference with nothing asking for gradients, no
+autocast, no exporter tracing, plain `nn.Linear`/`nn.Conv2d` layers on real CPU tensors (not PEFT-wrapped, quantized,
+offloaded, or carrying accelerate's `_hf_hook`, an instance-level `forward` or any forward hook). Everything else,
+training, GPUs, bf16/fp16 and export included, runs the plain modules. `config.fused_cpu_kernels = False` turns the
+path off.
+
+The kernels are also registered as custom ops with fake kernels (`torch.ops.<NAMESPACE>.*`), which torch.compile's
+graphs call: dynamo cannot trace oneDNN's ops and inductor's lowering rejects them. The namespace carries a hash of the
+kernels' source, so a second copy of this module (Hub remote code of another release) never runs stale kernels. Eager
+calls the kernels directly (`_kernel`): the dispatcher's round trip cost ~3%. The MLP is one op: its chunking loop
+depends on the input size, which inside a graph would specialise it to that size.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+
 import torch
 from torch import nn
 from transformers.activations import GELUActivation
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -25,37 +37,9 @@ AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "
 MLP_CHUNK_BYTES = 16 << 20
 
 
-def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W) map: a view, channels-last in memory, so convolutions run in NHWC.
-
-    Split first, then permuted: the batch stride stays H*W*C also for one image. (`transpose(1, 2).reshape(...)`
-    gives a single image a batch stride of C, which convolutions do not recognise as channels-last: they then copy
-    the input to NCHW and return NCHW, and the tokens after them need another transposing copy; 1.5x slower for a
-    single 512x512 image.)"""
+def _token_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, C) -> a channels-last (B, C, H, W) view (as the model's `tokens_to_map`)."""
     return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
-
-
-def use_onednn(hidden_states: torch.Tensor, module: nn.Module) -> bool:
-    """Whether `module` may run on the fused kernels: float32 CPU inference, nothing asking for gradients, no
-    exporter tracing."""
-    if torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return False
-    if not AVAILABLE or module.training:
-        return False
-    if hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32:
-        return False
-    return not torch.is_grad_enabled() or not (
-        hidden_states.requires_grad or any(parameter.requires_grad for parameter in module.parameters())
-    )
-
-
-def hookless(*modules: nn.Module) -> bool:
-    """Whether the fused kernels may replace these modules' forward: wrapped (PEFT) or hooked (accelerate offload,
-    quantizers) layers must run their own."""
-    return all(
-        type(module) in (nn.Linear, nn.Conv2d) and not (module._forward_hooks or module._forward_pre_hooks)
-        for module in modules
-    )
 
 
 def onednn_activation(activation: nn.Module | None) -> tuple[str, str] | None:
@@ -140,7 +124,7 @@ def _mlp(
         top, bottom = max(start - halo, 0), min(end + halo, num_units)
         hidden = _linear(hidden_states[:, top * width : bottom * width], fc1_weight, fc1_bias, fc1_activation, fc1_algorithm)
         hidden = torch.ops.mkldnn._convolution_pointwise(
-            tokens_to_map(hidden, bottom - top, width),
+            _token_map(hidden, bottom - top, width),
             conv_weight,
             conv_bias,
             [halo, halo],
@@ -165,23 +149,32 @@ def _mlp(
     return output
 
 
-def _register() -> None:
-    """Registers the kernels as `torch.ops.pvt_hf.*` (once per process: remote-code copies of this module reuse them)."""
+def _namespace() -> str:
+    """`pvt_hf_<hash of the kernels' source>`: copies of this module with other kernels register ops of their own."""
     try:
-        torch.ops.pvt_hf.mlp
-        return
-    except (AttributeError, RuntimeError):
-        pass
+        source = "".join(inspect.getsource(kernel) for kernel in (_linear, _linear_add, _conv, _mlp))
+    except (OSError, TypeError):  # no source files (a frozen or compiled install): fall back to this module's bytes
+        source = repr([kernel.__code__.co_code for kernel in (_linear, _linear_add, _conv, _mlp)])
+    return "pvt_hf_" + hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+NAMESPACE = _namespace()
+
+
+def _register() -> None:
+    """Registers the kernels as `torch.ops.<NAMESPACE>.*`, once per process and kernel version."""
+    if hasattr(getattr(torch.ops, NAMESPACE), "mlp"):
+        return  # another copy of this module with the same kernels registered them
 
     def linear_shape(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return input.new_empty((*input.shape[:-1], weight.shape[0]))
 
-    linear = torch.library.custom_op("pvt_hf::linear_pointwise", _linear, mutates_args=())
+    linear = torch.library.custom_op(f"{NAMESPACE}::linear_pointwise", _linear, mutates_args=())
     linear.register_fake(lambda input, weight, bias, attr, algorithm: linear_shape(input, weight))
-    linear_add = torch.library.custom_op("pvt_hf::linear_add", _linear_add, mutates_args=())
+    linear_add = torch.library.custom_op(f"{NAMESPACE}::linear_add", _linear_add, mutates_args=())
     linear_add.register_fake(lambda input, other, weight, bias: linear_shape(input, weight))
 
-    conv = torch.library.custom_op("pvt_hf::convolution_pointwise", _conv, mutates_args=())
+    conv = torch.library.custom_op(f"{NAMESPACE}::convolution_pointwise", _conv, mutates_args=())
 
     @conv.register_fake
     def _(input, weight, bias, padding, stride, groups, attr, algorithm):
@@ -191,7 +184,7 @@ def _register() -> None:
         shape = (input.shape[0], weight.shape[0], *size)
         return input.new_empty(shape).contiguous(memory_format=torch.channels_last)
 
-    mlp = torch.library.custom_op("pvt_hf::mlp", _mlp, mutates_args=())
+    mlp = torch.library.custom_op(f"{NAMESPACE}::mlp", _mlp, mutates_args=())
     mlp.register_fake(lambda hidden_states, residual, *args: residual.new_empty(residual.shape))
 
 
@@ -207,73 +200,133 @@ _EAGER_KERNELS = {
 
 def _kernel(name: str):
     """The registered op while torch.compile traces, else the kernel itself (no dispatcher round trip in eager)."""
-    return getattr(torch.ops.pvt_hf, name) if torch.compiler.is_compiling() else _EAGER_KERNELS[name]
+    return getattr(getattr(torch.ops, NAMESPACE), name) if torch.compiler.is_compiling() else _EAGER_KERNELS[name]
 
 
-# ------------------------------------------------------------------------------------ the modules' fused forward
+# ------------------------------------------------------------------------------------------- where they apply
 
 
-def linear(layer: nn.Linear, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """`residual + layer(hidden_states)`, in one oneDNN call where the module allows."""
-    if not hookless(layer):
-        output = layer(hidden_states)
-        return output if residual is None else residual + output
-    if residual is not None:
-        return _kernel("linear_add")(hidden_states, residual, layer.weight, layer.bias)
-    return linear_weights(hidden_states, layer.weight, layer.bias)
+def _plain_module(module: nn.Module, requires_grad: bool) -> bool:
+    """Whether `module` runs its class's own forward on real fp32 CPU parameters: no accelerate hook or instance-level
+    `forward` (offloading, device maps), no forward hook (a user's or a library's; transformers' output-capturing hooks
+    aside, which record from modules the fused path still calls), no parameter on another device, of another dtype or
+    type (meta, offloaded, bf16, quantized), none wanting gradients."""
+    if hasattr(module, "_hf_hook") or "forward" in module.__dict__ or module._forward_pre_hooks:
+        return False
+    if any(getattr(hook, "__name__", "") != "output_capturing_hook" for hook in module._forward_hooks.values()):
+        return False
+    return all(
+        type(parameter) is nn.Parameter
+        and parameter.device.type == "cpu"
+        and parameter.dtype == torch.float32
+        and not (requires_grad and parameter.requires_grad)
+        for parameter in module._parameters.values()
+        if parameter is not None
+    )
 
 
-def linear_weights(
-    hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    """`F.linear` on the fused kernel (for weights that are no single module's, like a concatenated qkv)."""
-    return _kernel("linear_pointwise")(hidden_states, weight, bias, "none", "")
+def _fusable_conv(conv: nn.Conv2d | None) -> bool:
+    return conv is None or (type(conv) is nn.Conv2d and isinstance(conv.padding, tuple) and conv.dilation == (1, 1))
 
 
-def conv2d(conv: nn.Conv2d, hidden_states: torch.Tensor) -> torch.Tensor:
-    """`conv(hidden_states)` on oneDNN's kernel where the module allows."""
-    if hookless(conv) and isinstance(conv.padding, tuple) and conv.dilation == (1, 1):
-        return _kernel("convolution_pointwise")(
-            hidden_states, conv.weight, conv.bias, list(conv.padding), list(conv.stride), conv.groups, "none", ""
+def _mlp_activations(mlp: nn.Module) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """oneDNN's (attr, algorithm) for the activation after fc1 and after the depth-wise conv; None if either has none."""
+    if mlp.depthwise_conv is None:
+        return onednn_activation(mlp.activation), ("none", "")
+    fc1_activation, conv_activation = onednn_activation(mlp.relu), onednn_activation(mlp.activation)
+    if fc1_activation is None or conv_activation is None:
+        return None
+    conv = mlp.depthwise_conv
+    square_same_padding = conv.kernel_size[0] == conv.kernel_size[1] and conv.padding == (conv.kernel_size[0] // 2,) * 2
+    if not (square_same_padding and conv.stride == (1, 1) and conv.groups == conv.in_channels == conv.out_channels):
+        return None
+    return fc1_activation, conv_activation
+
+
+def fused_forward_applies(layer: nn.Module, hidden_states: torch.Tensor) -> bool:
+    """Whether the fused kernels may run this `PvtLayer` on these tokens, exactly as its plain modules would."""
+    attention, mlp = layer.attention, layer.mlp
+    if not (AVAILABLE and getattr(attention.config, "fused_cpu_kernels", True)) or layer.training:
+        return False
+    if torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    if hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        return False
+    requires_grad = torch.is_grad_enabled()
+    if requires_grad and hidden_states.requires_grad:
+        return False
+    linears = (attention.query, attention.key_value, attention.output, mlp.fc1, mlp.fc2)
+    if any(type(linear) is not nn.Linear for linear in linears):
+        return False
+    if not (_fusable_conv(attention.spatial_reduction) and _fusable_conv(mlp.depthwise_conv)):
+        return False
+    if _mlp_activations(mlp) is None:
+        return False
+    return all(_plain_module(module, requires_grad) for module in layer.modules())
+
+
+# ------------------------------------------------------------------------------------------------ the fused layer
+
+
+def fused_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`layer(hidden_states, height, width)` on the fused kernels; the plain modules if a kernel raises."""
+    if torch.compiler.is_compiling():
+        return _fused_layer(layer, hidden_states, height, width)
+    try:
+        return _fused_layer(layer, hidden_states, height, width)
+    except (RuntimeError, NotImplementedError) as error:
+        logger.warning_once(f"The fused CPU kernels failed ({error}); PVT layers run their plain modules instead.")
+        return layer(hidden_states, height, width)
+
+
+def _fused_layer(layer: nn.Module, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The block with its residual adds inside the output GEMMs (drop path and dropout are identities here)."""
+    attention, mlp = layer.attention, layer.mlp
+    batch_size, num_tokens, hidden_size = hidden_states.shape
+    heads, head_dim = attention.num_attention_heads, attention.head_dim
+    normed = layer.layer_norm_1(hidden_states)
+    if attention.spatial_reduction is None:
+        # Queries, keys and values all come from these tokens: one GEMM. The weights are concatenated at call time
+        # (3C x C floats, little next to the GEMM), so they always follow loading and updates.
+        weight = torch.cat([attention.query.weight, attention.key_value.weight])
+        bias = None if attention.query.bias is None else torch.cat([attention.query.bias, attention.key_value.bias])
+        qkv = _kernel("linear_pointwise")(normed, weight, bias, "none", "")
+        query, key, value = qkv.view(batch_size, num_tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    else:
+        query = _kernel("linear_pointwise")(normed, attention.query.weight, attention.query.bias, "none", "")
+        query = query.view(batch_size, num_tokens, heads, head_dim).transpose(1, 2)
+        reduced = _token_map(normed, height, width)
+        if attention.pool is not None:
+            reduced = attention.pool_tokens(reduced)
+        conv = attention.spatial_reduction
+        reduced = _kernel("convolution_pointwise")(
+            reduced, conv.weight, conv.bias, list(conv.padding), list(conv.stride), conv.groups, "none", ""
         )
-    return conv(hidden_states)
+        key_value_states = attention.layer_norm(reduced.flatten(2).transpose(1, 2))
+        if attention.activation is not None:
+            key_value_states = attention.activation(key_value_states)
+        key_value = _kernel("linear_pointwise")(
+            key_value_states, attention.key_value.weight, attention.key_value.bias, "none", ""
+        )
+        key_value = key_value.view(batch_size, key_value.shape[1], 2, heads, head_dim)
+        key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)
+    attn_output, _ = attention.attention_function()(attention, query, key, value, None, scaling=attention.scaling)
+    attn_output = attn_output.reshape(batch_size, num_tokens, hidden_size)
+    hidden_states = _kernel("linear_add")(attn_output, hidden_states, attention.output.weight, attention.output.bias)
 
-
-def mlp(
-    fc1: nn.Linear,
-    fc1_activation: nn.Module | None,
-    depthwise_conv: nn.Conv2d | None,
-    conv_activation: nn.Module | None,
-    fc2: nn.Linear,
-    hidden_states: torch.Tensor,
-    height: int,
-    width: int,
-    residual: torch.Tensor,
-) -> torch.Tensor | None:
-    """`residual + mlp(hidden_states)` in one op (see `_mlp`); None where the modules do not allow it."""
-    fc1_fusable = onednn_activation(fc1_activation)
-    conv_fusable = onednn_activation(conv_activation) if depthwise_conv is not None else ("none", "")
-    modules = (fc1, fc2) if depthwise_conv is None else (fc1, depthwise_conv, fc2)
-    if fc1_fusable is None or conv_fusable is None or not hookless(*modules):
-        return None
-    if depthwise_conv is not None and not (
-        depthwise_conv.padding == (depthwise_conv.kernel_size[0] // 2,) * 2
-        and depthwise_conv.kernel_size[0] == depthwise_conv.kernel_size[1]
-        and depthwise_conv.stride == depthwise_conv.dilation == (1, 1)
-        and depthwise_conv.groups == depthwise_conv.in_channels == depthwise_conv.out_channels
-    ):
-        return None
+    fc1_activation, conv_activation = _mlp_activations(mlp)
+    conv = mlp.depthwise_conv
     return _kernel("mlp")(
+        layer.layer_norm_2(hidden_states),
         hidden_states,
-        residual,
         height,
         width,
-        fc1.weight,
-        fc1.bias,
-        *fc1_fusable,
-        None if depthwise_conv is None else depthwise_conv.weight,
-        None if depthwise_conv is None else depthwise_conv.bias,
-        *conv_fusable,
-        fc2.weight,
-        fc2.bias,
+        mlp.fc1.weight,
+        mlp.fc1.bias,
+        *fc1_activation,
+        None if conv is None else conv.weight,
+        None if conv is None else conv.bias,
+        *conv_activation,
+        mlp.fc2.weight,
+        mlp.fc2.bias,
     )

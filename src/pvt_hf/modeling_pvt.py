@@ -1,4 +1,7 @@
-"""PyTorch Pyramid Vision Transformer: PVT v1, PVT v2 and PVT v2-linear, as in the official whai362/PVT code."""
+"""PyTorch Pyramid Vision Transformer: PVT v1, PVT v2 and PVT v2-linear, as in the official whai362/PVT code.
+
+Plain transformers modeling code. The fused CPU inference kernels live beside it in `fused_ops.py` and take over whole
+layers at one place (`PvtStage.forward`), only where they are exact and safe (`fused_forward_applies`)."""
 
 from __future__ import annotations
 
@@ -11,16 +14,30 @@ from torch import nn
 
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.backbone_utils import BackboneMixin
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, _active_collector, capture_outputs
 
-from . import fused_ops
 from .configuration_pvt import PvtConfig
-from .fused_ops import tokens_to_map, use_onednn
+from .fused_ops import fused_forward_applies, fused_layer_forward
+
+
+def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) map: a view, channels-last in memory, so convolutions run in NHWC without
+    transposing copies. (Split first, then permuted: one image keeps a batch stride of H*W*C, which convolutions
+    recognise as channels-last; `transpose(1, 2).reshape(...)` would not.)"""
+    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+def recording_outputs(name: str) -> bool:
+    """Whether transformers' output capture (`capture_outputs`) is recording `name` (e.g. "attentions") right now."""
+    collected = _active_collector.get()
+    return collected is not None and name in collected
 
 
 def eager_attention_forward(
@@ -31,12 +48,12 @@ def eager_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
-    **kwargs,
+    **kwargs: Unpack[TransformersKwargs],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     attn_weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
-    attn_weights = attn_weights.softmax(dim=-1)
+    attn_weights = attn_weights.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value).transpose(1, 2)
     return attn_output, attn_weights
@@ -81,7 +98,10 @@ def adaptive_avg_pool2d_as_matmuls(hidden_states: torch.Tensor, output_size: int
 
 
 class PvtPatchEmbeddings(nn.Module):
-    """Strided convolution + LayerNorm. v1: non-overlapping patches; v2: overlapping (padding = kernel // 2)."""
+    """Strided convolution + LayerNorm. v1: non-overlapping patches; v2: overlapping (padding = kernel // 2).
+
+    Returns the normalised patch grid (B, H, W, C): one tensor (what `enable_input_require_grads` hooks expect of an
+    input-embeddings module), whose (B, H*W, C) token view is free."""
 
     def __init__(self, config: PvtConfig, stage_index: int):
         super().__init__()
@@ -96,11 +116,11 @@ class PvtPatchEmbeddings(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(config.hidden_sizes[stage_index], eps=config.patch_embedding_layer_norm_eps)
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         embeddings = self.projection(pixel_values)
-        height, width = embeddings.shape[-2:]
+        batch_size, channels, height, width = embeddings.shape
         embeddings = self.layer_norm(embeddings.flatten(2).transpose(1, 2))
-        return embeddings, height, width
+        return embeddings.reshape(batch_size, height, width, channels)
 
 
 class PvtAttention(nn.Module):
@@ -130,68 +150,51 @@ class PvtAttention(nn.Module):
             self.spatial_reduction = None
         self.activation = nn.GELU() if config.linear_attention else None
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        height: int,
-        width: int,
-        output_attentions: bool = False,
-        residual: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """With `residual` (the fused inference path, `use_onednn`) returns `residual + attention`, the add running
-        inside the output projection."""
-        fused = residual is not None
-        batch_size, num_tokens, hidden_size = hidden_states.shape
-        if self.spatial_reduction is None and fused_ops.hookless(self.query, self.key_value):
-            # Queries, keys and values all come from these tokens: one GEMM. The weights are concatenated at call
-            # time (3C x C floats, little next to the GEMM), so they always follow loading and training updates.
-            weight = torch.cat([self.query.weight, self.key_value.weight])
-            bias = torch.cat([self.query.bias, self.key_value.bias]) if self.query.bias is not None else None
-            linear = fused_ops.linear_weights if fused else F.linear
-            qkv = linear(hidden_states, weight, bias)
-            qkv = qkv.view(batch_size, num_tokens, 3, self.num_attention_heads, self.head_dim)
-            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        else:
-            query = fused_ops.linear(self.query, hidden_states) if fused else self.query(hidden_states)
-            query = query.view(batch_size, num_tokens, -1, self.head_dim).transpose(1, 2)
-            key_value_states = hidden_states
-            if self.spatial_reduction is not None:
-                # The token view is channels-last: the reduction conv reads it in NHWC without a transposing copy.
-                reduced = tokens_to_map(hidden_states, height, width)
-                if self.pool is not None and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
-                    reduced = adaptive_avg_pool2d_as_matmuls(reduced, self.pool.output_size)
-                elif self.pool is not None:
-                    reduced = self.pool(reduced)
-                reduced = fused_ops.conv2d(self.spatial_reduction, reduced) if fused else self.spatial_reduction(reduced)
-                key_value_states = self.layer_norm(reduced.flatten(2).transpose(1, 2))
-                if self.activation is not None:
-                    key_value_states = self.activation(key_value_states)
-            key_value = (
-                fused_ops.linear(self.key_value, key_value_states) if fused else self.key_value(key_value_states)
-            )
-            key_value = key_value.view(batch_size, -1, 2, self.num_attention_heads, self.head_dim)
-            key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)
+    def pool_tokens(self, token_map: torch.Tensor) -> torch.Tensor:
+        """v2-linear's average pooling; as matmuls for exporters (see `adaptive_avg_pool2d_as_matmuls`)."""
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return adaptive_avg_pool2d_as_matmuls(token_map, self.pool.output_size)
+        return self.pool(token_map)
 
-        # Attention weights exist only in the eager path, so asking for them selects it for this call.
-        implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        attn_output, attn_weights = attention_interface(
+    def attention_function(self) -> Callable:
+        # Attention weights exist only in the eager implementation: while they are recorded, it runs.
+        implementation = "eager" if recording_outputs("attentions") else self.config._attn_implementation
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, num_tokens, hidden_size = hidden_states.shape
+        query = self.query(hidden_states).view(batch_size, num_tokens, self.num_attention_heads, self.head_dim)
+        key_value_states = hidden_states
+        if self.spatial_reduction is not None:
+            reduced = tokens_to_map(hidden_states, height, width)
+            if self.pool is not None:
+                reduced = self.pool_tokens(reduced)
+            reduced = self.spatial_reduction(reduced)
+            key_value_states = self.layer_norm(reduced.flatten(2).transpose(1, 2))
+            if self.activation is not None:
+                key_value_states = self.activation(key_value_states)
+        key_value = self.key_value(key_value_states)
+        key_value = key_value.view(batch_size, key_value.shape[1], 2, self.num_attention_heads, self.head_dim)
+        key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)
+
+        attn_output, attn_weights = self.attention_function()(
             self,
-            query,
+            query.transpose(1, 2),
             key,
             value,
             None,
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
+            **kwargs,
         )
         attn_output = attn_output.reshape(batch_size, num_tokens, hidden_size)
-        if fused:
-            return fused_ops.linear(self.output, attn_output, residual=residual), attn_weights
         return self.output_dropout(self.output(attn_output)), attn_weights
 
 
 class PvtMLP(nn.Module):
-    """fc1 -> [v2-linear: ReLU] -> [v2: 3x3 depth-wise conv] -> GELU -> fc2."""
+    """fc1 -> [v2-linear: ReLU] -> [v2: 3x3 depth-wise conv] -> activation -> fc2."""
 
     def __init__(self, config: PvtConfig, hidden_size: int, mlp_ratio: float):
         super().__init__()
@@ -207,29 +210,11 @@ class PvtMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(
-        self, hidden_states: torch.Tensor, height: int, width: int, residual: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """With `residual` (the fused inference path, `use_onednn`) returns `residual + mlp`, in one op that also
-        keeps the hidden activations small (`fused_ops._mlp`)."""
-        if residual is not None:
-            output = fused_ops.mlp(
-                self.fc1,
-                self.activation if self.depthwise_conv is None else self.relu,
-                self.depthwise_conv,
-                self.activation,
-                self.fc2,
-                hidden_states,
-                height,
-                width,
-                residual,
-            )
-            return output if output is not None else residual + self.forward(hidden_states, height, width)
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         hidden_states = self.fc1(hidden_states)
         if self.relu is not None:
             hidden_states = self.relu(hidden_states)
         if self.depthwise_conv is not None:
-            # The token view is channels-last, so the depth-wise conv runs in NHWC: no transposing copies.
             hidden_states = self.depthwise_conv(tokens_to_map(hidden_states, height, width)).flatten(2).transpose(1, 2)
         hidden_states = self.dropout(self.activation(hidden_states))
         return self.dropout(self.fc2(hidden_states))
@@ -250,20 +235,11 @@ class PvtLayer(GradientCheckpointingLayer):
         self.drop_path = PvtDropPath(drop_path_rate)
 
     def forward(
-        self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if use_onednn(hidden_states, self):
-            # Inference: drop path is the identity and the residual adds run inside the output GEMMs.
-            hidden_states, attn_weights = self.attention(
-                self.layer_norm_1(hidden_states), height, width, output_attentions, residual=hidden_states
-            )
-            return self.mlp(self.layer_norm_2(hidden_states), height, width, residual=hidden_states), attn_weights
-        attention_output, attn_weights = self.attention(
-            self.layer_norm_1(hidden_states), height, width, output_attentions
-        )
+        self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> torch.Tensor:
+        attention_output, _ = self.attention(self.layer_norm_1(hidden_states), height, width, **kwargs)
         hidden_states = hidden_states + self.drop_path(attention_output)
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.layer_norm_2(hidden_states), height, width))
-        return hidden_states, attn_weights
+        return hidden_states + self.drop_path(self.mlp(self.layer_norm_2(hidden_states), height, width))
 
 
 class PvtStage(nn.Module):
@@ -309,107 +285,45 @@ class PvtStage(nn.Module):
         return grid.flatten(2).transpose(1, 2)
 
     def forward(
-        self, hidden_states: torch.Tensor, cls_token: torch.Tensor | None = None, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-        """Returns the stage's (B, C, H, W) map, the cls token's state (or None) and the attention weights."""
-        embeddings, height, width = self.patch_embeddings(hidden_states)
+        self, hidden_states: torch.Tensor, cls_token: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the stage's (B, C, H, W) map and the cls token's state (or None)."""
+        embeddings = self.patch_embeddings(hidden_states)
+        batch_size, height, width, channels = embeddings.shape
+        embeddings = embeddings.view(batch_size, height * width, channels)
         if self.position_embeddings is not None:
             patch_positions = self.position_embeddings[:, int(self.has_cls_position) :]
             embeddings = embeddings + self.interpolate_pos_encoding(patch_positions, height, width)
             if cls_token is not None:
-                cls_embedding = cls_token.expand(embeddings.shape[0], -1, -1) + self.position_embeddings[:, :1]
+                cls_embedding = cls_token.expand(batch_size, -1, -1) + self.position_embeddings[:, :1]
                 embeddings = torch.cat([cls_embedding, embeddings], dim=1)
             embeddings = self.position_dropout(embeddings)
 
-        attentions = ()
         for layer in self.layers:
-            embeddings, attn_weights = layer(embeddings, height, width, output_attentions)
-            if output_attentions:
-                attentions += (attn_weights,)
+            # The one place where the fused CPU inference kernels take over (see `fused_ops`); recorded attention
+            # weights come from the plain modules.
+            if not recording_outputs("attentions") and fused_forward_applies(layer, embeddings):
+                embeddings = fused_layer_forward(layer, embeddings, height, width)
+            else:
+                embeddings = layer(embeddings, height, width, **kwargs)
         if self.layer_norm is not None:
             embeddings = self.layer_norm(embeddings)
 
         cls_state = None
         if cls_token is not None:
             cls_state, embeddings = embeddings[:, 0], embeddings[:, 1:]
-        return tokens_to_map(embeddings, height, width), cls_state, attentions
+        return tokens_to_map(embeddings, height, width), cls_state
 
 
 @dataclass
 class PvtEncoderOutput(ModelOutput):
-    """The per-stage maps of the encoder (always all of them: heads need them), the cls token's state after the
-    last stage (v1 with a cls token, else None), and the attention weights when asked for."""
+    """`last_hidden_state`: the stage-4 map; `cls_state`: the cls token's state after the last stage (v1 with a cls
+    token, else None); `hidden_states`: the four stage maps; `attentions`: every layer's attention weights."""
 
-    stage_maps: tuple[torch.Tensor, ...] = None
+    last_hidden_state: torch.Tensor | None = None
     cls_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
-
-
-class PvtEncoder(nn.Module):
-    def __init__(self, config: PvtConfig):
-        super().__init__()
-        self.config = config
-        num_layers = sum(config.depths)
-        rates = [config.drop_path_rate * index / max(num_layers - 1, 1) for index in range(num_layers)]
-        starts = [sum(config.depths[:index]) for index in range(config.num_stages)]
-        self.stages = nn.ModuleList(
-            [
-                PvtStage(config, index, rates[start : start + depth])
-                for index, (start, depth) in enumerate(zip(starts, config.depths))
-            ]
-        )
-
-    def stage_grid_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        """The (height, width) token grid of each stage for an input of the given size."""
-        sizes, size = [], (height, width)
-        for stage in self.stages:
-            conv = stage.patch_embeddings.projection
-            size = tuple((s + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1 for s in size)
-            sizes.append(size)
-        return sizes
-
-    def accepts_size(self, height: int, width: int) -> bool:
-        grids = self.stage_grid_sizes(height, width)
-        return all(min(grid) >= stage.min_grid_size for stage, grid in zip(self.stages, grids))
-
-    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
-        """Reject input the model cannot take, with a message saying what was expected."""
-        if not isinstance(pixel_values, torch.Tensor):
-            raise ValueError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
-        if pixel_values.ndim != 4:
-            raise ValueError(
-                f"`pixel_values` must be a 4-D tensor (batch_size, num_channels, height, width), got shape "
-                f"{tuple(pixel_values.shape)}."
-            )
-        if pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"`pixel_values` must have {self.config.num_channels} channels (dim 1), got shape "
-                f"{tuple(pixel_values.shape)}."
-            )
-        height, width = pixel_values.shape[-2:]
-        if not self.accepts_size(height, width):
-            smallest = next(size for size in range(1, 1 << 16) if self.accepts_size(size, size))
-            raise ValueError(
-                f"`pixel_values` of size {height}x{width} is too small for this model: every side must be at "
-                f"least {smallest} pixels (stage grids would be {self.stage_grid_sizes(height, width)})."
-            )
-
-    def forward(
-        self, pixel_values: torch.Tensor, cls_token: torch.Tensor | None = None, output_attentions: bool = False
-    ) -> PvtEncoderOutput:
-        self.check_pixel_values(pixel_values)
-        hidden_states = pixel_values.to(self.stages[0].patch_embeddings.projection.weight.dtype)
-        stage_maps, attentions, cls_state = (), (), None
-        last = len(self.stages) - 1
-        for index, stage in enumerate(self.stages):
-            hidden_states, cls_state, stage_attentions = stage(
-                hidden_states, cls_token if index == last else None, output_attentions
-            )
-            stage_maps += (hidden_states,)
-            attentions += stage_attentions
-        return PvtEncoderOutput(
-            stage_maps=stage_maps, cls_state=cls_state, attentions=attentions if output_attentions else None
-        )
 
 
 class PvtPreTrainedModel(PreTrainedModel):
@@ -422,8 +336,14 @@ class PvtPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["PvtStage"]
     _supports_sdpa = True
     _supports_flash_attn = False
+    _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    _can_record_outputs = {
+        # The stage maps; the first stage's input is the pixels, not a hidden state.
+        "hidden_states": OutputRecorder(PvtStage, capture_initial_hidden_state=False, num_hidden_layers_key="num_stages"),
+        "attentions": OutputRecorder(PvtAttention, index=1),
+    }
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # The saved folder serves every Auto class its weights fit, also to `trust_remote_code=True` users.
@@ -460,6 +380,76 @@ class PvtPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.cls_token, std=self.config.initializer_range)
 
 
+class PvtEncoder(PvtPreTrainedModel):
+    """The four stages. Records `hidden_states` (the stage maps) and `attentions` when asked for."""
+
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        num_layers = sum(config.depths)
+        rates = [config.drop_path_rate * index / max(num_layers - 1, 1) for index in range(num_layers)]
+        starts = [sum(config.depths[:index]) for index in range(config.num_stages)]
+        self.stages = nn.ModuleList(
+            [
+                PvtStage(config, index, rates[start : start + depth])
+                for index, (start, depth) in enumerate(zip(starts, config.depths))
+            ]
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.stages[0].patch_embeddings
+
+    def stage_grid_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The (height, width) token grid of each stage for an input of the given size."""
+        sizes, size = [], (height, width)
+        for stage in self.stages:
+            conv = stage.patch_embeddings.projection
+            size = tuple((s + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1 for s in size)
+            sizes.append(size)
+        return sizes
+
+    def accepts_size(self, height: int, width: int) -> bool:
+        grids = self.stage_grid_sizes(height, width)
+        return all(min(grid) >= stage.min_grid_size for stage, grid in zip(self.stages, grids))
+
+    def smallest_size(self) -> int:
+        return next(size for size in range(1, 1 << 16) if self.accepts_size(size, size))
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        """Reject input the model cannot take, with a message saying what was expected."""
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"`pixel_values` must be a 4-D tensor (batch_size, num_channels, height, width), got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"`pixel_values` must have {self.config.num_channels} channels (dim 1), got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[0] == 0:
+            raise ValueError(f"`pixel_values` holds no image (batch_size 0, shape {tuple(pixel_values.shape)}).")
+        height, width = pixel_values.shape[-2:]
+        if not self.accepts_size(height, width):
+            raise ValueError(
+                f"`pixel_values` of size {height}x{width} is too small for this model: every side must be at "
+                f"least {self.smallest_size()} pixels (stage grids would be {self.stage_grid_sizes(height, width)})."
+            )
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self, pixel_values: torch.Tensor, cls_token: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> PvtEncoderOutput:
+        self.check_pixel_values(pixel_values)
+        hidden_states = pixel_values.to(self.stages[0].patch_embeddings.projection.weight.dtype)
+        last = len(self.stages) - 1
+        for index, stage in enumerate(self.stages):
+            hidden_states, cls_state = stage(hidden_states, cls_token if index == last else None, **kwargs)
+        return PvtEncoderOutput(last_hidden_state=hidden_states, cls_state=cls_state)
+
+
 class PvtModel(PvtPreTrainedModel):
     """The PVT encoder. `last_hidden_state` is the stage-4 map (B, C, H/32, W/32); `pooler_output` the image
     embedding the classifier sees (v1: the final-normed cls token; v2: the mean of the stage-4 tokens);
@@ -478,23 +468,16 @@ class PvtModel(PvtPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.encoder.stages[0].patch_embeddings
+        return self.encoder.get_input_embeddings()
 
     @can_return_tuple
     def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        self, pixel_values: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutputWithPooling:
         if pixel_values is None:
             raise ValueError("`pixel_values` is required: a (batch_size, num_channels, height, width) tensor.")
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        encoded = self.encoder(pixel_values, self.cls_token, bool(output_attentions))
-        last_map = encoded.stage_maps[-1]
-        pooled = None
+        encoded = self.encoder(pixel_values, self.cls_token, **kwargs)
+        last_map, pooled = encoded.last_hidden_state, None
         if self.layernorm is not None:
             # v1: the final norm covers every token; the cls token is the pooled output
             pooled = self.layernorm(encoded.cls_state)
@@ -504,7 +487,7 @@ class PvtModel(PvtPreTrainedModel):
         return BaseModelOutputWithPooling(
             last_hidden_state=last_map,
             pooler_output=pooled,
-            hidden_states=encoded.stage_maps if output_hidden_states else None,
+            hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
 
@@ -517,18 +500,41 @@ class PvtForImageClassification(PvtPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    def check_labels(self, labels: torch.Tensor, logits: torch.Tensor) -> None:
+        """Class indices out of range otherwise end in an IndexError (a device-side assert on a GPU)."""
+        if labels.is_floating_point():
+            return  # multi-label targets or regression values: transformers' loss checks their shape
+        if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+            raise ValueError(
+                f"`labels` must be a (batch_size,) tensor of class indices with batch_size {logits.shape[0]}, got "
+                f"shape {tuple(labels.shape)}."
+            )
+        if labels.dtype == torch.bool or labels.is_complex():
+            raise ValueError(f"`labels` must hold integer class indices, got dtype {labels.dtype}.")
+        if torch.compiler.is_compiling():
+            return  # reading the values is a data-dependent branch: a graph break under torch.compile
+        invalid = (labels < 0) | (labels >= self.config.num_labels)
+        if invalid.any():
+            raise ValueError(
+                f"`labels` must lie in [0, {self.config.num_labels - 1}] (num_labels={self.config.num_labels}); "
+                f"found {torch.unique(labels[invalid])[:10].tolist()}."
+            )
+
     @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
-        outputs = self.pvt(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        outputs = self.pvt(pixel_values, **kwargs)
         logits = self.classifier(outputs.pooler_output)
-        loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
+        loss = None
+        if labels is not None:
+            self.check_labels(labels, logits)
+            if not labels.is_floating_point():
+                labels = labels.long()
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -543,27 +549,17 @@ class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
         self.num_features = list(config.hidden_sizes)
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BackboneOutput | tuple:
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.encoder(pixel_values, output_attentions=bool(output_attentions))
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
+        encoded = self.encoder(pixel_values, **kwargs)
         feature_maps = tuple(
-            stage_map for name, stage_map in zip(self.stage_names, encoded.stage_maps) if name in self.out_features
+            stage_map for name, stage_map in zip(self.stage_names, encoded.hidden_states) if name in self.out_features
         )
-        output = BackboneOutput(
-            feature_maps=feature_maps,
-            hidden_states=encoded.stage_maps if output_hidden_states else None,
-            attentions=encoded.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
 
 
-__all__ = ["PvtPreTrainedModel", "PvtModel", "PvtForImageClassification", "PvtBackbone"]
+__all__ = ["PvtPreTrainedModel", "PvtEncoder", "PvtModel", "PvtForImageClassification", "PvtBackbone"]

@@ -7,8 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transformers.backbone_utils import filter_output_hidden_states
 from transformers.modeling_outputs import SemanticSegmenterOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
 from .configuration_pvt import PvtConfig
 from .modeling_pvt import PvtModel, PvtPreTrainedModel
@@ -82,11 +86,20 @@ class PvtForSemanticSegmentation(PvtPreTrainedModel):
     """
 
     def __init__(self, config: PvtConfig):
+        if config.num_labels < 1:
+            raise ValueError(f"PvtForSemanticSegmentation needs `num_labels` >= 1 classes, got {config.num_labels}.")
         super().__init__(config)
         self.pvt = PvtModel(config, add_pooling_layer=False)
         self.neck = PvtFpnNeck(config)
         self.decode_head = PvtFpnHead(config)
         self.post_init()
+
+    def post_init(self):
+        # The head always records the stage maps: the recording hooks go in now (as `BackboneMixin` does), from the
+        # top down (once per module), not lazily on the first call, which under torch.compile would take a lock it
+        # cannot trace.
+        super().post_init()
+        maybe_install_capturing_hooks(self)
 
     def check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
         """Bad labels otherwise end in an opaque device-side assert inside the loss on a GPU."""
@@ -109,18 +122,17 @@ class PvtForSemanticSegmentation(PvtPreTrainedModel):
             )
 
     @can_return_tuple
+    @filter_output_hidden_states
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SemanticSegmenterOutput:
         if labels is not None:
             self.check_labels(labels, pixel_values)
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        outputs = self.pvt(pixel_values, output_attentions=output_attentions, output_hidden_states=True)
+        # The head reads every stage map: `filter_output_hidden_states` asks for them, and drops them unless asked.
+        outputs = self.pvt(pixel_values, **kwargs)
         logits = self.decode_head(self.neck(outputs.hidden_states))
 
         loss = None
@@ -130,7 +142,7 @@ class PvtForSemanticSegmentation(PvtPreTrainedModel):
         return SemanticSegmenterOutput(
             loss=loss,
             logits=logits,
-            hidden_states=outputs.hidden_states if output_hidden_states else None,
+            hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
 
