@@ -143,13 +143,6 @@ def test_batch_matches_torchvision(processor, oracle, return_tensors):
         assert max_abs(out[i], expected) <= TOL
 
 
-def test_threads_and_serial_agree(rng):
-    images = [photo(n) for n in PHOTOS] + [PIL.Image.fromarray(rng.integers(0, 256, (300, 977, 3), dtype=np.uint8))]
-    serial = PvtImageProcessor(num_workers=1)(images, return_tensors="np")["pixel_values"]
-    threaded = PvtImageProcessor(num_workers=3)(images, return_tensors="np")["pixel_values"]
-    np.testing.assert_array_equal(serial, threaded)
-
-
 # ------------------------------------------------------------------ geometry: sizes, filters, crop_pct, padding
 
 RANDOM_CASES = [
@@ -188,41 +181,6 @@ def test_geometry_matches_reference(rng, h, w, kwargs, ref):
         else:
             expected = reference_eval(image, *ref)
         assert max_abs(got, expected) <= 1e-5
-
-
-def test_cropped_resampling_is_bit_exact_against_full_resize(rng):
-    """The cropped resampling must reproduce resize-then-crop exactly, for many sizes and filters."""
-    if not ipp._fast_path_ok():  # results stay exact (plain resize-then-crop), only slower
-        pytest.skip(f"cropped resampling disabled: its exactness probe failed on Pillow {PIL.__version__}")
-    for trial in range(60):
-        h, w = (int(v) for v in rng.integers(20, 900, size=2))
-        if trial % 4 == 0:
-            h = 3 * w + 7  # tall images (vertical pass first on Pillow >= 13)
-        image = PIL.Image.fromarray(rng.integers(0, 256, (h, w, 3) if trial % 2 else (h, w), dtype=np.uint8))
-        short, crop = [(256, 224), (438, 384), (64, 56), (300, 320)][trial % 4]
-        opts = {
-            "do_resize": True,
-            "size": {"shortest_edge": short},
-            "size_divisor": None,
-            "do_center_crop": True,
-            "crop_size": {"height": crop, "width": crop},
-            "crop_pct": None,
-        }
-        geo = ipp._geometry(h, w, opts)
-        for resample in (3, 2, 1, 0, 4, 5):
-            fast = np.asarray(ipp._resize_crop_fast(image, geo, resample))
-            full = np.asarray(ipp._resize_crop_reference(image, geo, resample))
-            np.testing.assert_array_equal(
-                fast, full, err_msg=f"h={h} w={w} short={short} crop={crop} resample={resample}"
-            )
-
-
-def test_fallback_path_gives_same_result(monkeypatch):
-    images = [photo(n) for n in PHOTOS]
-    fast = PvtImageProcessor()(images, return_tensors="np")["pixel_values"]
-    monkeypatch.setattr(ipp, "_FAST_PATH_OK", False)
-    slow = PvtImageProcessor()(images, return_tensors="np")["pixel_values"]
-    np.testing.assert_array_equal(fast, slow)
 
 
 def test_crop_pct_size_precedence(tmp_path):
@@ -371,8 +329,8 @@ def test_path_and_lazily_opened_inputs(processor, tmp_path):
     expected = processor(photo("chelsea"), return_tensors="np")["pixel_values"][0]
     out = processor(str(path), return_tensors="np")["pixel_values"]
     assert max_abs(out[0], expected) <= 1e-6
-    lazy = PIL.Image.open(path)  # not decoded yet; the same object three times in a threaded batch
-    out = PvtImageProcessor(num_workers=3)([lazy, lazy, lazy], return_tensors="np")["pixel_values"]
+    lazy = PIL.Image.open(path)  # not decoded yet; the same object three times in a batch
+    out = processor([lazy, lazy, lazy], return_tensors="np")["pixel_values"]
     for item in out:
         assert max_abs(item, expected) <= 1e-6
 
@@ -404,8 +362,6 @@ def test_bad_images_raise_value_error_naming_the_argument(processor, bad, fragme
 def test_error_names_the_offending_list_item(processor):
     with pytest.raises(ValueError, match=r"images\[1\].*channels"):
         processor([photo("chelsea"), np.zeros((16, 16, 2), np.uint8)], return_tensors="pt")
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        processor(photo("chelsea"), do_center_cropp=False)
     with pytest.raises(ValueError, match="return_tensors"):
         processor(photo("chelsea"), return_tensors="tf")
 
@@ -572,7 +528,7 @@ def test_save_and_load_round_trip(tmp_path):
     proc.save_pretrained(tmp_path)
     with open(tmp_path / "preprocessor_config.json", encoding="utf-8") as handle:
         saved = json.load(handle)
-    assert saved["image_processor_type"] == "PvtImageProcessor"
+    assert saved["image_processor_type"] == "PvtHfImageProcessor"
     assert saved["crop_size"] == {"height": 288, "width": 288} and saved["size"] == {"shortest_edge": 329}
     assert saved["crop_pct"] == 0.875 and saved["resample"] == 2 and saved["image_mean"] == [0.5, 0.5, 0.5]
     assert "num_workers" not in saved and "size_divisor" not in saved
@@ -592,7 +548,7 @@ def test_module_is_self_contained():
     """The file is copied to Hub repos: only stdlib / numpy / PIL / torch / transformers, no relative imports."""
     with open(ipp.__file__, encoding="utf-8") as handle:
         tree = ast.parse(handle.read())
-    allowed = {"math", "os", "threading", "concurrent", "fractions", "typing", "numpy", "PIL", "torch", "transformers"}
+    allowed = {"os", "numpy", "PIL", "torch", "transformers"}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             assert node.level == 0, "relative import"
@@ -618,7 +574,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     repo, inputs, expected = sys.argv[1:4]
     proc = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
     cls = type(proc)
-    assert cls.__name__ == "PvtImageProcessor" and cls.__module__.startswith("transformers_modules"), cls.__module__
+    assert cls.__name__ == "PvtHfImageProcessor" and cls.__module__.startswith("transformers_modules"), cls.__module__
     assert proc.crop_size == {"height": 192, "width": 192}
     images = list(np.load(inputs)["images"])
     out = proc(images, return_tensors="pt")["pixel_values"].numpy()
@@ -643,7 +599,7 @@ def test_trust_remote_code_load_in_fresh_python_without_pvt_hf(tmp_path):
     assert (repo / "image_processing_pvt.py").is_file()
     with open(repo / "preprocessor_config.json", encoding="utf-8") as handle:
         saved = json.load(handle)
-    assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_pvt.PvtImageProcessor"}
+    assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_pvt.PvtHfImageProcessor"}
 
     images = [np.asarray(photo("chelsea")), np.asarray(photo("astronaut"))[:300, :450]]
     np.savez(tmp_path / "inputs.npz", images=np.stack([im[:300, :450] for im in images]))
@@ -704,3 +660,230 @@ def test_auto_image_processor_registration(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0 and "AUTO-OK" in result.stdout, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ channels, attributes, post-processing scores
+
+
+def test_four_channel_images_without_rgb_conversion(tmp_path):
+    rgba = np.random.default_rng(1).integers(0, 256, (300, 451, 4), dtype=np.uint8)
+    mean, std = [0.4, 0.5, 0.6, 0.5], [0.2, 0.25, 0.3, 0.5]
+    proc = PvtImageProcessor(do_convert_rgb=False, image_mean=mean, image_std=std)
+    assert proc.do_convert_rgb is False and proc.to_dict()["do_convert_rgb"] is False
+    out = proc([rgba, rgba[:280]], return_tensors="pt")["pixel_values"]
+    assert out.shape == (2, 4, 224, 224)
+    for c in range(4):  # each channel gets the official transform on its own (no alpha premultiplication)
+        alone = reference_eval(PIL.Image.fromarray(np.ascontiguousarray(rgba[..., c])))[0]
+        u8 = np.rint((alone * STD[0] + MEAN[0]) * 255).astype(np.float32)
+        assert max_abs(out[0, c], (u8 / 255 - np.float32(mean[c])) / np.float32(std[c])) <= 1e-5
+    proc.save_pretrained(tmp_path)
+    loaded = PvtImageProcessor.from_pretrained(tmp_path)
+    assert loaded.do_convert_rgb is False and list(loaded.image_mean) == mean
+    np.testing.assert_array_equal(loaded(rgba, return_tensors="np")["pixel_values"], out[:1].numpy())
+    with pytest.raises(ValueError, match="image_mean.*3 values.*4 channels"):
+        PvtImageProcessor(do_convert_rgb=False)(rgba, return_tensors="pt")
+    # converting (the default) composites the alpha channel on white: 3 channels
+    assert PvtImageProcessor()(rgba, return_tensors="pt")["pixel_values"].shape == (1, 3, 224, 224)
+
+
+def test_explicit_none_settings_survive_save_and_load(tmp_path):
+    proc = PvtImageProcessor(do_resize=None)
+    assert proc.do_resize is None and proc.to_dict()["do_resize"] is None
+    proc.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["do_resize"] is None
+    assert PvtImageProcessor.from_pretrained(tmp_path).do_resize is None
+    assert PvtImageProcessor().do_resize is True
+
+
+def test_post_process_semantic_segmentation_scores_as_transformers():
+    from transformers import SegformerImageProcessorPil
+
+    torch.manual_seed(0)
+    outputs = _Output(logits=torch.randn(2, 5, 32, 40))
+    ours, theirs = PvtImageProcessor.for_semantic_segmentation(), SegformerImageProcessorPil()
+    for target_sizes in (None, [(100, 120), (64, 64)]):
+        got = ours.post_process_semantic_segmentation(outputs, target_sizes, return_segmentation_scores=True)
+        want = theirs.post_process_semantic_segmentation(outputs, target_sizes, return_segmentation_scores=True)
+        assert len(got) == len(want) == 2
+        for g, w in zip(got, want):
+            assert type(g) is type(w) and set(g.keys()) == set(w.keys()) == {"segmentation", "segmentation_scores"}
+            assert torch.equal(g.segmentation, w.segmentation)
+            assert torch.allclose(g.segmentation_scores, w["segmentation_scores"])
+        plain = ours.post_process_semantic_segmentation(outputs, target_sizes)
+        assert all(torch.equal(p, g.segmentation) for p, g in zip(plain, got))
+
+
+def test_unknown_keyword_arguments_warn_and_are_ignored(processor, caplog):
+    image = photo("chelsea")
+    expected = processor(image, return_tensors="np")["pixel_values"]
+    with caplog.at_level("WARNING"):
+        out = processor(image, do_center_cropp=False, num_workers=4, return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(out, expected)
+    assert "do_center_cropp" in caplog.text and "num_workers" in caplog.text
+
+
+# ------------------------------------------------------------------ the class name in saved configs
+
+NO_PVT_HF_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["pvt_hf"] = None  # a clean python: `import pvt_hf` fails
+    from transformers import AutoImageProcessor
+
+    folder, trust = sys.argv[1], {"none": None, "true": True}[sys.argv[2]]
+    try:
+        proc = AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust)
+    except ValueError as error:
+        print()  # after transformers' prompt
+        print("REFUSED:", " ".join(str(error).split())[-300:])
+    else:
+        print("LOADED:", type(proc).__module__, type(proc).__name__, dict(proc.crop_size))
+    """
+)
+
+
+def test_saved_folder_never_loads_transformers_own_pvt_processor(tmp_path):
+    folder = tmp_path / "saved"
+    previous = PvtImageProcessor._auto_class
+    try:
+        PvtImageProcessor.register_for_auto_class("AutoImageProcessor")
+        PvtImageProcessor(crop_size=192).save_pretrained(folder)
+    finally:
+        PvtImageProcessor._auto_class = previous
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
+    answers = {}
+    for trust in ("none", "true"):
+        result = subprocess.run(
+            [sys.executable, "-c", NO_PVT_HF_SCRIPT, str(folder), trust], cwd=tmp_path, env=env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        answers[trust] = result.stdout.strip().splitlines()[-1]
+    # without pvt_hf: refused (custom code) instead of transformers' same-named processor, which crops differently
+    assert answers["none"].startswith("REFUSED:") and "trust_remote_code=True" in answers["none"], answers
+    assert answers["true"].startswith("LOADED: transformers_modules") and "PvtHfImageProcessor" in answers["true"]
+    assert "'height': 192" in answers["true"]
+    saved = json.loads((folder / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "PvtHfImageProcessor"
+
+
+def test_folders_saved_under_the_old_class_name_load_ours(tmp_path):
+    from transformers import AutoImageProcessor
+
+    PvtImageProcessor(crop_size=160).save_pretrained(tmp_path)
+    config_file = tmp_path / "preprocessor_config.json"
+    saved = json.loads(config_file.read_text())
+    saved["image_processor_type"] = "PvtImageProcessor"  # what pvt-hf wrote before the rename
+    saved["auto_map"] = {"AutoImageProcessor": "image_processing_pvt.PvtImageProcessor"}
+    config_file.write_text(json.dumps(saved))
+    for kwargs in ({}, {"backend": "pil"}, {"backend": "torchvision"}):
+        proc = AutoImageProcessor.from_pretrained(tmp_path, **kwargs)
+        assert type(proc) is ipp.PvtHfImageProcessor and proc.crop_size == {"height": 160, "width": 160}
+    assert PvtImageProcessor is ipp.PvtHfImageProcessor  # the old name stays importable
+    demo = os.path.join(SRC, "pvt_hf", "data", "digits-demo")
+    with open(os.path.join(demo, "preprocessor_config.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["image_processor_type"] == "PvtHfImageProcessor"
+    assert type(AutoImageProcessor.from_pretrained(demo)) is ipp.PvtHfImageProcessor
+
+
+IMPORT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import transformers.utils.logging as transformers_logging
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("`import pvt_hf` changed transformers' logging verbosity")
+
+    transformers_logging.set_verbosity = transformers_logging.set_verbosity_error = refuse
+    import pvt_hf
+    # registering needs none of transformers' own PVT image processors (importing them warns about torchvision)
+    assert not [m for m in sys.modules if m.startswith("transformers.models.pvt.")], sorted(sys.modules)
+    print("IMPORT-OK")
+    """
+)
+
+
+def test_import_leaves_transformers_logging_alone(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "info"}
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "IMPORT-OK" in result.stdout, result.stderr[-3000:]
+    assert "torchvision" not in result.stderr, result.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ unreadable paths
+
+
+def test_unreadable_paths_name_the_file(processor, tmp_path):
+    missing = tmp_path / "missing.jpg"
+    with pytest.raises(FileNotFoundError, match=r"(?i)no such file.*missing\.jpg"):
+        processor(str(missing), return_tensors="pt")
+    photo("chelsea").save(tmp_path / "whole.jpg")
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated\.jpg"):
+        processor(str(tmp_path / "truncated.jpg"), return_tensors="pt")
+    with pytest.raises(ValueError, match=r"images\[1\].*truncated\.jpg"):
+        processor([tmp_path / "whole.jpg", tmp_path / "truncated.jpg"], return_tensors="pt")
+
+
+# ------------------------------------------------------------------ properties every transformers image processor has
+
+
+def test_serialization_round_trips(tmp_path):
+    from transformers import AutoImageProcessor
+
+    processors = [
+        PvtImageProcessor(),
+        PvtImageProcessor(crop_size=288, resample="bilinear", do_convert_rgb=False, image_mean=0.5, image_std=0.25),
+        PvtImageProcessor(size=(320, 480), do_center_crop=False, do_normalize=False),
+        PvtImageProcessor.for_semantic_segmentation(),
+    ]
+    image = photo("coffee")
+    for i, proc in enumerate(processors):
+        expected = proc.to_dict()
+        from_json = PvtImageProcessor.from_dict(json.loads(proc.to_json_string()))
+        assert from_json.to_dict() == expected
+        proc.to_json_file(tmp_path / f"{i}.json")
+        assert PvtImageProcessor.from_json_file(tmp_path / f"{i}.json").to_dict() == expected
+        proc.save_pretrained(tmp_path / str(i))
+        for loader in (PvtImageProcessor, AutoImageProcessor):
+            loaded = loader.from_pretrained(tmp_path / str(i))
+            assert type(loaded) is ipp.PvtHfImageProcessor
+            assert {k: v for k, v in loaded.to_dict().items() if k != "auto_map"} == expected
+            np.testing.assert_array_equal(
+                loaded(image, return_tensors="np")["pixel_values"], proc(image, return_tensors="np")["pixel_values"]
+            )
+
+
+def test_batched_equals_single_image(rng):
+    images = [photo(n) for n in PHOTOS] + [PIL.Image.fromarray(rng.integers(0, 256, (130, 97, 3), dtype=np.uint8))]
+    proc = PvtImageProcessor()
+    batch = proc(images, return_tensors="pt")["pixel_values"]
+    for image, row in zip(images, batch):
+        assert torch.equal(proc(image, return_tensors="pt")["pixel_values"][0], row)
+    seg = PvtImageProcessor.for_semantic_segmentation()
+    labels = [rng.integers(0, 151, image.size[::-1], dtype=np.uint8) for image in images]
+    outputs = seg(images, segmentation_maps=labels)  # different sizes: lists
+    padded = seg(images, segmentation_maps=labels, do_pad=True, return_tensors="pt")
+    for i, (image, label) in enumerate(zip(images, labels)):
+        single = seg(image, segmentation_maps=label, return_tensors="np")
+        np.testing.assert_array_equal(outputs["pixel_values"][i], single["pixel_values"][0])
+        np.testing.assert_array_equal(outputs["labels"][i], single["labels"][0])
+        h, w = single["labels"][0].shape
+        np.testing.assert_array_equal(padded["pixel_values"][i, :, :h, :w].numpy(), single["pixel_values"][0])
+        np.testing.assert_array_equal(padded["labels"][i, :h, :w].numpy(), single["labels"][0])
+
+
+@pytest.mark.parametrize("make_processor", [PvtImageProcessor, PvtImageProcessor.for_semantic_segmentation])
+def test_pil_numpy_and_torch_inputs_agree(make_processor):
+    proc = make_processor()
+    pils = [photo("rocket"), photo("chelsea")]
+    arrays = [np.asarray(image) for image in pils]
+    tensors = [torch.from_numpy(array.transpose(2, 0, 1).copy()) for array in arrays]
+    expected = proc(pils)["pixel_values"]
+    for inputs in (arrays, tensors, [pils[0], arrays[1]], [tensors[0], pils[1]]):
+        for got, want in zip(proc(inputs)["pixel_values"], expected):
+            np.testing.assert_array_equal(got, want)

@@ -6,16 +6,15 @@ Importing the package registers every class with transformers' Auto classes and 
 from transformers import (
     AutoBackbone,
     AutoConfig,
-    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
 )
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
-from transformers.utils import logging as transformers_logging
 
 from .configuration_pvt import PRESETS, PvtConfig
-from .image_processing_pvt import PvtImageProcessor
+from .image_processing_pvt import PvtHfImageProcessor, PvtImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
 from .modeling_pvt_segmentation import PvtForSemanticSegmentation
 
@@ -35,18 +34,19 @@ def _register() -> None:
     AutoModelForImageClassification.register(PvtConfig, PvtForImageClassification, exist_ok=True)
     AutoBackbone.register(PvtConfig, PvtBackbone, exist_ok=True)
     AutoModelForSemanticSegmentation.register(PvtConfig, PvtForSemanticSegmentation, exist_ok=True)
-    # One class serves both backends transformers may ask for (it needs no torchvision). Registering makes
-    # transformers resolve its own `pvt` processor, which warns about torchvision: irrelevant here, so silenced.
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        AutoImageProcessor.register(
-            PvtConfig, image_processor_classes={"pil": PvtImageProcessor, "torchvision": PvtImageProcessor}, exist_ok=True
-        )
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-    # PVT has no video processor; saying so stops pipelines from looking for a remote one (which would prompt
-    # for trust_remote_code, inferring `PvtVideoProcessor` from the image processor's auto_map).
+    # Our processor under both backend names, so transformers never picks its own, differently cropping
+    # `PvtImageProcessor`. The entry also names that old class name (as a string, which transformers uses only to find
+    # this entry): folders saved before the rename (`image_processor_type: PvtImageProcessor`) load ours too.
+    # Registered on the mapping itself because `AutoImageProcessor.register` first looks our config class up by its
+    # name, `PvtConfig`, which is also transformers' PVT config, and so imports transformers' PVT processors (whose
+    # torchvision backend warns that torchvision is missing).
+    IMAGE_PROCESSOR_MAPPING.register(
+        PvtConfig,
+        {"pil": PvtImageProcessor, "torchvision": PvtImageProcessor, "legacy": "PvtImageProcessor"},
+        exist_ok=True,
+    )
+    # PVT has no video processor; saying so stops pipelines from looking for a remote one (transformers infers
+    # `image_processing_pvt.PvtHfVideoProcessor` from the image processor's auto_map and prompts for trust_remote_code).
     # (`AutoVideoProcessor.register` itself demands torchvision, hence the mapping.)
     VIDEO_PROCESSOR_MAPPING.register(PvtConfig, {"torchvision": None}, exist_ok=True)
     PvtImageProcessor.register_for_auto_class("AutoImageProcessor")
@@ -64,6 +64,7 @@ __all__ = [
     "PvtConfig",
     "PvtForImageClassification",
     "PvtForSemanticSegmentation",
+    "PvtHfImageProcessor",
     "PvtImageProcessor",
     "PvtModel",
     "PvtPreTrainedModel",
