@@ -211,18 +211,21 @@ def _plain_module(module: nn.Module, requires_grad: bool) -> bool:
     `forward` (offloading, device maps), no forward hook (a user's or a library's; transformers' output-capturing hooks
     aside, which record from modules the fused path still calls), no parameter on another device, of another dtype or
     type (meta, offloaded, bf16, quantized), none wanting gradients."""
-    if hasattr(module, "_hf_hook") or "forward" in module.__dict__ or module._forward_pre_hooks:
+    attributes = module.__dict__
+    if "_hf_hook" in attributes or "forward" in attributes or module._forward_pre_hooks:
         return False
-    if any(getattr(hook, "__name__", "") != "output_capturing_hook" for hook in module._forward_hooks.values()):
+    if module._forward_hooks and any(
+        getattr(hook, "__name__", "") != "output_capturing_hook" for hook in module._forward_hooks.values()
+    ):
         return False
-    return all(
-        type(parameter) is nn.Parameter
-        and parameter.device.type == "cpu"
-        and parameter.dtype == torch.float32
-        and not (requires_grad and parameter.requires_grad)
-        for parameter in module._parameters.values()
-        if parameter is not None
-    )
+    for parameter in module._parameters.values():
+        if parameter is None:
+            continue
+        if type(parameter) is not nn.Parameter or not parameter.is_cpu or parameter.dtype != torch.float32:
+            return False
+        if requires_grad and parameter.requires_grad:
+            return False
+    return True
 
 
 def _fusable_conv(conv: nn.Conv2d | None) -> bool:
