@@ -13,9 +13,10 @@ The defaults are the official PVT / Semantic FPN ADE20K recipe (mmseg configs of
   2048, aspect ratio kept, both sides rounded up to a multiple of 32), logits resized to the annotation's size,
   dataset-level mIoU (a confusion matrix summed over all images and all processes).
 
-Run it on one GPU, several GPUs (DDP, BatchNorm becomes SyncBatchNorm), several nodes, or the CPU (`accelerate
-launch --cpu --num_processes N`: N gloo DDP processes; accelerate's `--cpu` launcher itself starts one process without
-an MPI hostfile, so the script then starts the N processes with torch.distributed):
+Run it on one GPU, several GPUs (`accelerate launch --multi_gpu --num_processes N`: DDP, BatchNorm becomes
+SyncBatchNorm), several nodes, or N gloo DDP processes on the CPU (`ACCELERATE_USE_CPU=1 torchrun --standalone
+--nproc_per_node N examples/finetune_ade20k.py ...`; accelerate 1.x's `accelerate launch --cpu --num_processes N` needs
+mpirun):
 
     accelerate launch examples/finetune_ade20k.py --model_name_or_path pvt-v2-b0 \\
         --backbone_name_or_path ./pvt-v2-b0-imagenet --data_dir ./ADEChallengeData2016 --output_dir ./fpn-pvt-v2-b0 \\
@@ -24,6 +25,11 @@ an MPI hostfile, so the script then starts the N processes with torch.distribute
 Resume an interrupted run (model, optimizer, scheduler, RNG states and the position in the data are restored):
 
     accelerate launch examples/finetune_ade20k.py ...same arguments... --resume_from_checkpoint latest
+
+Checkpoints (`--checkpointing_steps`) are written to a hidden staging folder, completed with `training_state.json`
+(the step and every file's size) and only then renamed to OUTPUT_DIR/step_N; `latest` takes the newest checkpoint
+whose files are all there (and says which, and why any newer one was skipped); a named incomplete checkpoint is an
+error that lists what is missing.
 
 `--model_name_or_path` is a converted pvt-hf folder or Hub id (e.g. an ADE20K Semantic FPN model to fine-tune),
 or a preset name (`pvt-v2-b0` ... `pvt-v2-b5`, `pvt-tiny` ...) for a new model; `--backbone_name_or_path` then loads
@@ -57,17 +63,23 @@ import transformers
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, get_polynomial_decay_schedule_with_warmup
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
-from pvt_hf import PRESETS, PvtConfig, PvtForSemanticSegmentation
-from pvt_hf.launching import relaunch_cpu_processes_if_needed
+from pvt_hf import PRESETS, PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor
 from pvt_hf.metrics import MeanIoU
 
 logger = get_logger(__name__)
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+CHECKPOINT_MARKER = "training_state.json"  # written last into a checkpoint: the step and the size of every file
+
+
+def missing_local_path(value: str | None) -> bool:
+    """True when `value` can only be meant as a local path (./x, ../x, /x, ~/x, a/b/c) and does not exist: transformers
+    would report it as an invalid Hub repository id. Preset names and `org/name` Hub ids are not local paths."""
+    if not value or value in PRESETS or Path(value).expanduser().exists():
+        return False
+    return value.startswith((".", "/", "~", "\\")) or value.strip("/").count("/") > 1 or "\\" in value
 
 
 # ----------------------------------------------------------------------------------------------------- arguments
@@ -145,6 +157,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give only one of --data_dir and --dataset_name")
     if not args.model_name_or_path and not args.backbone_name_or_path:
         parser.error("give --model_name_or_path (a pvt-hf folder, Hub id or preset name) or --backbone_name_or_path")
+    for name in ("model_name_or_path", "backbone_name_or_path"):
+        if missing_local_path(getattr(args, name)):
+            parser.error(f"--{name} {getattr(args, name)}: no such file or directory")
     if len(args.crop_size) not in (1, 2):
         parser.error("--crop_size takes SIZE or HEIGHT WIDTH")
     args.crop_size = tuple(args.crop_size * 2 if len(args.crop_size) == 1 else args.crop_size)
@@ -187,11 +202,17 @@ class FolderSource:
 
     def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
         image_path, annotation_path = self.pairs[index]
-        with Image.open(image_path) as image:
-            image = image.convert("RGB")
-        with Image.open(annotation_path) as annotation:
-            label = np.array(annotation)
-        return image, label
+        return read_image(image_path, rgb=True), read_image(annotation_path, rgb=False)
+
+
+def read_image(path: Path, rgb: bool):
+    """The image file as an RGB image (`rgb`) or as an array (annotations); a damaged or truncated file is an error
+    that names it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB") if rgb else np.array(image)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: truncated data, broken chunks, unknown format
+        raise OSError(f"cannot read the image file {path}: {error}") from error
 
 
 class HubSource:
@@ -207,10 +228,26 @@ class HubSource:
         return len(self.dataset)
 
     def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        row = self.dataset[index]
-        image, label = row[self.image_column], row[self.label_column]
-        image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
-        return image.convert("RGB"), np.array(label)
+        try:  # the Image feature decodes the files when the row is read
+            row = self.dataset[index]
+            image, label = row[self.image_column], row[self.label_column]
+            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+            return image.convert("RGB"), np.array(label)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise OSError(f"cannot read row {index} of the dataset ({self.describe(index)}): {error}") from error
+
+    def describe(self, index: int) -> str:
+        """The files of a row, as far as the dataset stores them (for error messages)."""
+        import datasets
+
+        files = []
+        for column in (self.image_column, self.label_column):
+            try:
+                raw = self.dataset.cast_column(column, datasets.Image(decode=False))[index][column]
+                files.append(f"{column}: {raw.get('path') or 'bytes in the dataset'}")
+            except Exception:  # not an Image column
+                files.append(f"column {column}")
+        return ", ".join(files)
 
 
 class Subset:
@@ -283,9 +320,9 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
     return image
 
 
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """RGB uint8 HxWx3 -> ImageNet-normalised float32 3xHxW."""
-    return torch.from_numpy(((image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy())
+def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """RGB uint8 HxWx3 -> normalised float32 3xHxW (mean and std in 0-255 units)."""
+    return torch.from_numpy(((image.astype(np.float32) - mean) / std).transpose(2, 0, 1).copy())
 
 
 class TrainDataset(torch.utils.data.Dataset):
@@ -298,6 +335,9 @@ class TrainDataset(torch.utils.data.Dataset):
         self.scale_long, self.scale_short = args.resize_scale
         self.ratio_range, self.cat_max_ratio = args.ratio_range, args.cat_max_ratio
         self.hflip_prob, self.photometric = args.hflip_prob, args.photometric_distortion
+        processor = eval_processor(args)  # the normalisation of the test transform
+        self.mean = np.array(processor.image_mean, np.float32) * 255
+        self.std = np.array(processor.image_std, np.float32) * 255
 
     def __len__(self) -> int:
         return len(self.source)
@@ -337,7 +377,7 @@ class TrainDataset(torch.utils.data.Dataset):
             image, label = image[:, ::-1], label[:, ::-1]
         if self.photometric:
             image = photometric_distortion(np.ascontiguousarray(image), rng)
-        pixel_values = normalize(image)
+        pixel_values = normalize(image, self.mean, self.std)
         labels = torch.from_numpy(np.ascontiguousarray(label))
         # Pad to the crop size (image with 0, labels with the ignore index).
         pad_h, pad_w = self.crop_h - labels.shape[0], self.crop_w - labels.shape[1]
@@ -364,28 +404,29 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
             yield index, epoch
 
 
-def eval_size(width: int, height: int, short_side: int, long_side: int, divisor: int) -> tuple[int, int]:
-    """The official test scale: fit into (long_side, short_side) keeping the ratio, then round up to `divisor`."""
-    scale = min(long_side / max(width, height), short_side / min(width, height))
-    new_w, new_h = int(width * scale + 0.5), int(height * scale + 0.5)
-    return max(divisor, math.ceil(new_w / divisor) * divisor), max(divisor, math.ceil(new_h / divisor) * divisor)
+def eval_processor(args) -> PvtImageProcessor:
+    """The test transform, the one saved with the model: the official ADE20K one (short side 512, long side at most
+    2048, aspect ratio kept, both sides rounded up to a multiple of 32, bilinear) with this run's sizes."""
+    return PvtImageProcessor.for_semantic_segmentation(
+        size={"shortest_edge": args.eval_short_side, "longest_edge": args.eval_long_side},
+        size_divisor=args.size_divisor, do_reduce_labels=args.reduce_labels,
+    )  # fmt: skip
 
 
 class EvalDataset(torch.utils.data.Dataset):
-    """Whole images at the test scale, with their annotation at the original size (reduced by the metric)."""
+    """Whole images through the image processor, with their annotation at the original size (the logits are resized
+    to it; the metric reduces the labels)."""
 
-    def __init__(self, source, indices: list[int], args):
-        self.source, self.indices = source, indices
-        self.short, self.long, self.divisor = args.eval_short_side, args.eval_long_side, args.size_divisor
+    def __init__(self, source, indices: list[int], processor: PvtImageProcessor):
+        self.source, self.indices, self.processor = source, indices, processor
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int) -> dict:
         image, label = self.source.load(self.indices[position])
-        size = eval_size(image.width, image.height, self.short, self.long, self.divisor)
-        pixel_values = normalize(np.asarray(image.resize(size, Image.BILINEAR)))
-        return {"pixel_values": pixel_values[None], "labels": torch.from_numpy(label.astype(np.int64))[None]}
+        pixel_values = self.processor(image, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.from_numpy(label.astype(np.int64))[None]}
 
 
 def resolve_labels(args, source_labels_hint) -> dict[int, str] | None:
@@ -438,46 +479,73 @@ def build_model(args, id2label: dict[int, str] | None):
     return model, {int(k): v for k, v in model.config.id2label.items()}
 
 
-def save_image_processor(folder: Path, args) -> bool:
-    """preprocessor_config.json: the test transform used by the evaluation. False if the processor is unavailable."""
-    try:
-        from pvt_hf.image_processing_pvt import PvtImageProcessor
-    except ImportError:
-        return False
-    processor = PvtImageProcessor.for_semantic_segmentation(
-        size={"shortest_edge": args.eval_short_side, "longest_edge": args.eval_long_side},
-        size_divisor=args.size_divisor, do_reduce_labels=args.reduce_labels,
-    )  # fmt: skip
-    processor.save_pretrained(folder)
-    return True
-
-
 # -------------------------------------------------------------------------------------------------- checkpoints
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in output_dir, oldest first."""
+    """The step_N folders in output_dir (complete or not), oldest first."""
     found = []
     if output_dir.is_dir():
         for path in output_dir.iterdir():
             match = CHECKPOINT_PATTERN.match(path.name)
-            if match and path.is_dir() and (path / "training_state.json").is_file():
+            if match and path.is_dir():
                 found.append((int(match.group(1)), path))
     return sorted(found)
 
 
+def checkpoint_problems(path: Path) -> list[str]:
+    """What keeps `path` from being a complete checkpoint (nothing when it is one): no completion marker, or a file
+    that the marker lists missing or of another size than was written."""
+    marker = path / CHECKPOINT_MARKER
+    if not marker.is_file():
+        return [f"{CHECKPOINT_MARKER} is missing (written last: the save did not finish)"]
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        return [f"{CHECKPOINT_MARKER} is unreadable or lists no files ({error!r})"]
+    problems = []
+    for name, size in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{name} is missing")
+        elif file.stat().st_size != size:
+            problems.append(f"{name} has {file.stat().st_size} bytes, {size} were written")
+    return problems
+
+
+def match_gradient_layout(model: torch.nn.Module) -> None:
+    """Store each 4-D (convolution) weight whose default and channels-last strides differ only in size-1 dimensions
+    (1x1 and depth-wise kernels) with the channels-last strides. The model runs these convolutions on channels-last
+    maps (views of its tokens), so autograd gives their gradients channels-last strides; DDP's gradient buckets take
+    the parameters' strides, and a mismatch costs a copy per step (and the warning "Grad strides do not match bucket
+    view strides"). The memory order of the values is the same either way, so nothing else changes."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() != 4 or not parameter.is_contiguous(memory_format=torch.channels_last):
+                continue
+            channels_last = torch.empty_like(parameter, memory_format=torch.channels_last)
+            if parameter.is_contiguous() and channels_last.stride() != parameter.stride():
+                parameter.set_(channels_last.copy_(parameter))
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, extra: dict, total_limit: int | None) -> Path:
-    """`accelerator.save_state` into a staging folder, renamed to OUTPUT_DIR/step_N once complete."""
+    """`accelerator.save_state` into a staging folder, completed with the marker (step, process count, every file's
+    size), then renamed to OUTPUT_DIR/step_N."""
     final, staging = output_dir / f"step_{step}", output_dir / f".step_{step}.incomplete"
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
+    accelerator.save_state(str(staging))  # every process writes its RNG states
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        # Written last: its presence marks the checkpoint complete.
-        (staging / "training_state.json").write_text(json.dumps({"step": step, **extra}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
+        files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
+        state = {"step": step, **extra, "num_processes": accelerator.num_processes, "files": files}
+        (staging / f"{CHECKPOINT_MARKER}.tmp").write_text(json.dumps(state, indent=1))
+        os.replace(staging / f"{CHECKPOINT_MARKER}.tmp", staging / CHECKPOINT_MARKER)
+        replaced = output_dir / f".step_{step}.replaced"
+        if final.exists():  # e.g. a rerun of the same steps: the old one goes only once the new one is in place
+            shutil.rmtree(replaced, ignore_errors=True)
+            final.rename(replaced)
         staging.rename(final)
+        shutil.rmtree(replaced, ignore_errors=True)
         if total_limit is not None:
             for _, old in list_checkpoints(output_dir)[:-total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -486,12 +554,22 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, extra
 
 
 def find_checkpoint(value: str, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from: `latest` = the newest complete step_N in output_dir (None if there is none; an
+    incomplete newer one is skipped with a warning), else the named folder, which must be complete."""
     if value == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1][1] if checkpoints else None
+        for _, path in reversed(list_checkpoints(output_dir)):
+            problems = checkpoint_problems(path)
+            if not problems:
+                logger.info(f"--resume_from_checkpoint latest: {path} is the newest complete checkpoint")
+                return path
+            logger.warning(f"--resume_from_checkpoint latest: skipping {path}, it is incomplete: {'; '.join(problems)}")
+        return None
     path = Path(value)
-    if not (path / "training_state.json").is_file():
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a complete checkpoint (no training_state.json)")
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such directory")
+    problems = checkpoint_problems(path)
+    if problems:
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a complete checkpoint: {'; '.join(problems)}")
     return path
 
 
@@ -504,7 +582,7 @@ def evaluate(model, accelerator: Accelerator, source, args, num_labels: int, num
     model.eval()
     indices = list(range(accelerator.process_index, len(source), accelerator.num_processes))
     loader = torch.utils.data.DataLoader(
-        EvalDataset(source, indices, args), batch_size=None, num_workers=num_workers
+        EvalDataset(source, indices, eval_processor(args)), batch_size=None, num_workers=num_workers
     )
     metric = MeanIoU(num_labels, ignore_index=IGNORE_INDEX, reduce_labels=args.reduce_labels, device=accelerator.device)
     for batch in tqdm(loader, desc="evaluating", disable=not accelerator.is_local_main_process, leave=False):
@@ -534,10 +612,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     report_to = None if args.report_to == "none" else ("all" if args.report_to == "all" else args.report_to.split(","))
-    # Launched as several processes (torchrun, `accelerate launch --multi_gpu`) on a machine without GPUs: DDP on CPU.
-    distributed_without_gpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
-        cpu=distributed_without_gpu,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=report_to,
@@ -546,6 +621,13 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes == 1:
+        raise RuntimeError(
+            f"started as {launched} processes (WORLD_SIZE={launched}), but accelerate found no GPU to run them together, so "
+            "each would train alone; for DDP on the CPU set ACCELERATE_USE_CPU=1 "
+            f"(ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node {launched} examples/finetune_ade20k.py ...)"
+        )
     if accelerator.is_local_main_process:
         transformers.utils.logging.set_verbosity_warning()
     else:
@@ -554,6 +636,30 @@ def main(argv: list[str] | None = None) -> dict:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
+    checkpoint, completed_steps = None, 0
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(args.resume_from_checkpoint, output_dir)
+        if checkpoint is None:
+            logger.warning(f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir}; starting from scratch")
+        else:
+            saved = json.loads((checkpoint / CHECKPOINT_MARKER).read_text())
+            completed_steps = saved["step"]
+            if completed_steps > args.max_train_steps:
+                raise ValueError(
+                    f"--resume_from_checkpoint {args.resume_from_checkpoint}: {checkpoint} is at step {completed_steps}, "
+                    f"past --max_train_steps {args.max_train_steps}: there is nothing to train (raise --max_train_steps "
+                    "to continue the run, or resume from an earlier checkpoint)"
+                )
+            if completed_steps == args.max_train_steps:
+                logger.warning(
+                    f"--resume_from_checkpoint: {checkpoint} is already at --max_train_steps {args.max_train_steps}: "
+                    "nothing is trained, the checkpoint's model is evaluated and saved"
+                )
+            if saved.get("num_processes", accelerator.num_processes) != accelerator.num_processes:
+                logger.warning(
+                    f"{checkpoint} was written by {saved['num_processes']} processes, this run has "
+                    f"{accelerator.num_processes}: the data order and the random states differ from the interrupted run"
+                )
 
     # Data.
     train_source, eval_source = load_sources(args)
@@ -565,6 +671,7 @@ def main(argv: list[str] | None = None) -> dict:
     if accelerator.num_processes > 1 and accelerator.device.type != "cpu":
         # Statistics over the whole batch, as the official SyncBN (torch's SyncBatchNorm needs GPU-like devices).
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    match_gradient_layout(model)
     num_workers = args.num_workers
     if num_workers is None:  # leave a core per training process on the machine
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
@@ -603,21 +710,16 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.init_trackers("finetune_ade20k", config={k: str(v) for k, v in vars(args).items()})
 
     # Resume.
-    completed_steps, starting_epoch, skip_batches = 0, 0, 0
-    if args.resume_from_checkpoint:
-        checkpoint = find_checkpoint(args.resume_from_checkpoint, output_dir)
-        if checkpoint is None:
-            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}; starting from scratch")
-        else:
-            accelerator.load_state(str(checkpoint))
-            completed_steps = json.loads((checkpoint / "training_state.json").read_text())["step"]
-            starting_epoch = completed_steps // num_update_steps_per_epoch
-            skip_batches = (completed_steps % num_update_steps_per_epoch) * args.gradient_accumulation_steps
-            # The learning rate of the (possibly longer) schedule of this run at the resumed step.
-            schedule = lr_scheduler.scheduler
-            for group, base_lr, fn in zip(optimizer.param_groups, schedule.base_lrs, schedule.lr_lambdas):
-                group["lr"] = base_lr * fn(schedule.last_epoch)
-            logger.info(f"Resumed from {checkpoint} at step {completed_steps} (epoch {starting_epoch}, batch {skip_batches})")
+    starting_epoch, skip_batches = 0, 0
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        starting_epoch = completed_steps // num_update_steps_per_epoch
+        skip_batches = (completed_steps % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+        # The learning rate of the (possibly longer) schedule of this run at the resumed step.
+        schedule = lr_scheduler.scheduler
+        for group, base_lr, fn in zip(optimizer.param_groups, schedule.base_lrs, schedule.lr_lambdas):
+            group["lr"] = base_lr * fn(schedule.last_epoch)
+        logger.info(f"Resumed from {checkpoint} at step {completed_steps} (epoch {starting_epoch}, batch {skip_batches})")
 
     logger.info("***** Training *****")
     logger.info(f"  Training images = {len(train_source)}, validation images = {len(eval_source)}, classes = {num_labels}")
@@ -720,7 +822,7 @@ def main(argv: list[str] | None = None) -> dict:
         staging = output_dir / ".final.incomplete"
         shutil.rmtree(staging, ignore_errors=True)
         unwrapped.save_pretrained(staging)
-        save_image_processor(staging, args)
+        eval_processor(args).save_pretrained(staging)
         (staging / "all_results.json").write_text(json.dumps(results, indent=1))
         for path in sorted(staging.iterdir()):
             os.replace(path, output_dir / path.name)
@@ -748,5 +850,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    relaunch_cpu_processes_if_needed()
     main()

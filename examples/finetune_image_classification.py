@@ -15,10 +15,14 @@ are the model's own, and `id2label`/`label2id` are the folder (or ClassLabel) na
 `--model_name_or_path` may also be a preset name (`pvt-v2-b0`, ...) for a new, randomly initialised model;
 `--config_overrides '{"hidden_sizes": [16, 32, 64, 128]}'` changes its architecture.
 
-Several processes: `accelerate launch [--multi_gpu] --num_processes N examples/finetune_image_classification.py ...`
-(or torchrun); on a machine without GPUs, `accelerate launch --cpu --num_processes N` runs N gloo DDP processes.
-`--save_steps K --save_strategy steps` writes OUTPUT_DIR/checkpoint-K; `--resume_from_checkpoint latest` (or a path)
-continues from the newest one.
+Several processes: `accelerate launch --multi_gpu --num_processes N examples/finetune_image_classification.py ...`
+(or torchrun) on GPUs; N gloo DDP processes on the CPU: `ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N
+examples/finetune_image_classification.py ...` (accelerate 1.x's `accelerate launch --cpu --num_processes N` needs
+mpirun). `--save_steps K --save_strategy steps` writes OUTPUT_DIR/checkpoint-K; `--resume_from_checkpoint latest` (or
+a path) continues from the newest complete one.
+
+The evaluation transform is the model's `PvtImageProcessor` (the official one: short side to size / crop_pct,
+bicubic, center crop), saved with the model; the training augmentations below are this script's.
 
 Training augmentation (`--augmentation`):
 
@@ -43,6 +47,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,13 +61,10 @@ import transformers
 from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
-from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification
-from pvt_hf.launching import relaunch_cpu_processes_if_needed
+from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification, PvtImageProcessor
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 AUGMENTATION_PRESETS = {
     "none": dict(min_crop_scale=None, hflip_prob=0.0, rand_augment="none", random_erasing_prob=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0),
@@ -84,6 +86,18 @@ class ModelArguments:
         default=True, metadata={"help": "give the classifier a new head when the number of classes differs"}
     )
     trust_remote_code: bool = field(default=False)
+
+    def __post_init__(self):
+        if missing_local_path(self.model_name_or_path):
+            raise FileNotFoundError(f"--model_name_or_path {self.model_name_or_path}: no such file or directory")
+
+
+def missing_local_path(value: str | None) -> bool:
+    """True when `value` can only be meant as a local path (./x, ../x, /x, ~/x, a/b/c) and does not exist: transformers
+    would report it as an invalid Hub repository id. Preset names and `org/name` Hub ids are not local paths."""
+    if not value or value in PRESETS or Path(value).expanduser().exists():
+        return False
+    return value.startswith((".", "/", "~", "\\")) or value.strip("/").count("/") > 1 or "\\" in value
 
 
 @dataclass
@@ -145,8 +159,14 @@ class ImageFolderSource:
 
     def load(self, index: int) -> tuple[Image.Image, int]:
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            return image.convert("RGB"), label
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB"), label
+        except (OSError, SyntaxError, ValueError) as error:  # PIL: truncated data, broken chunks, unknown format
+            raise OSError(f"cannot read the image file {path}: {error}") from error
+
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
 
 
 class HubSource:
@@ -162,10 +182,26 @@ class HubSource:
         return len(self.dataset)
 
     def load(self, index: int) -> tuple[Image.Image, int]:
-        row = self.dataset[index]
-        image = row[self.image_column]
-        image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
-        return image.convert("RGB"), int(row[self.label_column])
+        try:  # the Image feature decodes the file when the row is read
+            row = self.dataset[index]
+            image = row[self.image_column]
+            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+            return image.convert("RGB"), int(row[self.label_column])
+        except (OSError, SyntaxError, ValueError) as error:
+            raise OSError(f"cannot read row {index} of the dataset ({self.describe(index)}): {error}") from error
+
+    def describe(self, index: int) -> str:
+        """The image file of a row, as far as the dataset stores it (for error messages)."""
+        import datasets
+
+        try:
+            raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[index][self.image_column]
+            return f"{self.image_column}: {raw.get('path') or 'bytes in the dataset'}"
+        except Exception:  # not an Image column
+            return f"column {self.image_column}"
+
+    def labels(self) -> list[int]:
+        return [int(label) for label in self.dataset[self.label_column]]
 
 
 class IndexedSource:
@@ -178,12 +214,17 @@ class IndexedSource:
     def load(self, index: int):
         return self.source.load(self.indices[index])
 
+    def labels(self) -> list[int]:
+        labels = self.source.labels()
+        return [labels[i] for i in self.indices]
+
 
 def load_sources(args: DataArguments, seed: int):
     """(train source, validation source or None, class names)."""
     if args.dataset_name:
         import datasets
 
+        data = f"--dataset_name {args.dataset_name} (label column {args.label_column_name!r})"
         if Path(args.dataset_name, "dataset_dict.json").is_file():
             splits = datasets.load_from_disk(args.dataset_name)
         else:
@@ -191,11 +232,15 @@ def load_sources(args: DataArguments, seed: int):
         train = HubSource(splits[args.train_split], args.image_column_name, args.label_column_name)
         validation_split = args.validation_split or next((s for s in ("validation", "test") if s in splits), None)
         validation = HubSource(splits[validation_split], args.image_column_name, args.label_column_name) if validation_split else None
-        class_names = train.class_names or [str(i) for i in range(max(int(v) for v in splits[args.train_split][args.label_column_name]) + 1)]
+        class_names = train.class_names or [str(i) for i in range(max(train.labels()) + 1)]
+        names = {"training": f"split {args.train_split!r}", "validation": f"split {validation_split!r}"}
     else:
+        data = f"--train_dir {args.train_dir}"
         train = ImageFolderSource(args.train_dir)
         class_names = train.class_names
         validation = ImageFolderSource(args.validation_dir, class_names) if args.validation_dir else None
+        names = {"training": args.train_dir, "validation": f"--validation_dir {args.validation_dir}"}
+    check_labels(data, names, class_names, train, validation)
     if validation is None and args.train_val_split > 0:
         order = np.random.default_rng(seed).permutation(len(train))
         held_out = max(1, int(round(len(train) * args.train_val_split)))
@@ -205,6 +250,30 @@ def load_sources(args: DataArguments, seed: int):
     if validation is not None and args.max_eval_samples:
         validation = IndexedSource(validation, range(min(args.max_eval_samples, len(validation))))
     return train, validation, class_names
+
+
+def check_labels(data: str, names: dict, class_names: list[str], train, validation) -> None:
+    """A classifier needs at least two classes, with training images of at least two, and labels 0..classes-1."""
+    if len(class_names) < 2:
+        raise ValueError(f"{data}: {len(class_names)} class {class_names}; a classifier needs at least 2 classes")
+    for role, source in (("training", train), ("validation", validation)):
+        if source is None:
+            continue
+        labels = np.asarray(source.labels())
+        outside = labels[(labels < 0) | (labels >= len(class_names))]
+        if len(outside):
+            raise ValueError(
+                f"{data}, {names[role]}: {len(outside)} labels outside 0..{len(class_names) - 1} (the {len(class_names)} "
+                f"classes), e.g. {sorted(set(outside.tolist()))[:5]}"
+            )
+        present = np.unique(labels)
+        if role == "training" and len(present) == 0:
+            raise ValueError(f"{data}, {names[role]}: no training images")
+        if role == "training" and len(present) < 2:
+            raise ValueError(
+                f"{data}, {names[role]}: every training image is of class {class_names[present[0]]!r}; a classifier "
+                "needs training images of at least 2 classes"
+            )
 
 
 # ------------------------------------------------------------------------------------------------- augmentation
@@ -320,22 +389,16 @@ def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float])
     return img.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
 
 
-def eval_transform(img: Image.Image, size: int, crop_pct: float) -> Image.Image:
-    """The official evaluation transform: short side to int(size / crop_pct) (bicubic), center crop `size`."""
-    short = int(size / crop_pct)
-    width, height = img.size
-    if width <= height:
-        new_w, new_h = short, int(short * height / width)
-    else:
-        new_w, new_h = int(short * width / height), short
-    img = img.resize((new_w, new_h), Image.BICUBIC)
-    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
-    return img.crop((left, top, left + size, top + size))
+def processor_geometry(processor: PvtImageProcessor, img: Image.Image) -> Image.Image:
+    """The image processor's resize and crop alone (no rescaling or normalisation), as an image to augment further."""
+    array = processor(img, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"][0]
+    return Image.fromarray(np.rint(array).clip(0, 255).astype(np.uint8).transpose(1, 2, 0))
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    array = np.asarray(img, np.float32) / 255.0
-    array = (array - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+def to_tensor(img: Image.Image, processor: PvtImageProcessor) -> torch.Tensor:
+    """An augmented image normalised as the image processor does."""
+    array = np.asarray(img, np.float32) * np.float32(processor.rescale_factor)
+    array = (array - np.array(processor.image_mean, np.float32)) / np.array(processor.image_std, np.float32)
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
@@ -358,9 +421,23 @@ def random_erasing(pixel_values: torch.Tensor, prob: float) -> torch.Tensor:
     return pixel_values
 
 
+def input_size(processor: PvtImageProcessor) -> int:
+    """The side of the model's (square) inputs: the processor's center crop, else its resize."""
+    size = processor.crop_size if processor.do_center_crop else processor.size
+    size = dict(size)
+    side = size.get("height", size.get("shortest_edge"))
+    if side is None or size.get("width", side) != side:
+        raise ValueError(f"the image processor gives no square input size (crop_size {processor.crop_size}, size {processor.size}); pass --image_size")
+    return int(side)
+
+
 class ClassificationDataset(torch.utils.data.Dataset):
-    def __init__(self, source, size: int, crop_pct: float, args: DataArguments | None, train: bool):
-        self.source, self.size, self.crop_pct, self.args, self.train = source, size, crop_pct, args, train
+    """Evaluation: the image processor. Training: the augmentations of DataArguments (the processor's resize and crop
+    when there is no random resized crop), normalised as the processor does."""
+
+    def __init__(self, source, processor: PvtImageProcessor, args: DataArguments | None, train: bool):
+        self.source, self.processor, self.args, self.train = source, processor, args, train
+        self.size = input_size(processor)
         self.rand_augment = RandAugment(args.rand_augment) if train and args.rand_augment not in (None, "", "none") else None
 
     def __len__(self) -> int:
@@ -368,17 +445,18 @@ class ClassificationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         img, label = self.source.load(index)
-        if self.train and self.args.min_crop_scale is not None:
+        if not self.train:
+            return {"pixel_values": self.processor(img, return_tensors="pt")["pixel_values"][0], "labels": label}
+        if self.args.min_crop_scale is not None:
             img = random_resized_crop(img, self.size, (self.args.min_crop_scale, 1.0))
         else:
-            img = eval_transform(img, self.size, self.crop_pct)
-        if self.train:
-            if random.random() < self.args.hflip_prob:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
-            if self.rand_augment is not None:
-                img = self.rand_augment(img)
-        pixel_values = to_tensor(img)
-        if self.train and self.args.random_erasing_prob > 0:
+            img = processor_geometry(self.processor, img)
+        if random.random() < self.args.hflip_prob:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if self.rand_augment is not None:
+            img = self.rand_augment(img)
+        pixel_values = to_tensor(img, self.processor)
+        if self.args.random_erasing_prob > 0:
             pixel_values = random_erasing(pixel_values, self.args.random_erasing_prob)
         return {"pixel_values": pixel_values, "labels": label}
 
@@ -459,24 +537,68 @@ def build_model(model_args: ModelArguments, class_names: list[str]):
     )  # fmt: skip
 
 
-def image_processor_for(model_args: ModelArguments, data_args: DataArguments, model):
-    """(processor or None, eval size, crop_pct): the model's saved processor unless --image_size is given."""
-    try:
-        from pvt_hf.image_processing_pvt import PvtImageProcessor
-    except ImportError:  # the processor is optional here: the transforms above do not need it
-        PvtImageProcessor = None
+def image_processor_for(model_args: ModelArguments, data_args: DataArguments, model) -> PvtImageProcessor:
+    """The evaluation transform, saved with the model: with --image_size the official one at that size and
+    --crop_pct; else the model's saved processor; else the official one at the config's image_size."""
     if data_args.image_size is not None:
-        size, crop_pct = data_args.image_size, data_args.crop_pct
-        processor = PvtImageProcessor(crop_size=size, crop_pct=crop_pct) if PvtImageProcessor else None
-        return processor, size, crop_pct
-    if PvtImageProcessor is not None and Path(model_args.model_name_or_path, "preprocessor_config.json").is_file():
-        processor = PvtImageProcessor.from_pretrained(model_args.model_name_or_path)
-        crop = processor.crop_size["height"] if processor.do_center_crop else processor.size.get("shortest_edge", 224)
-        crop_pct = processor.crop_pct or (crop / processor.size.get("shortest_edge", crop))
-        return processor, crop, crop_pct
-    size = model.config.image_size
-    processor = PvtImageProcessor(crop_size=size, crop_pct=data_args.crop_pct) if PvtImageProcessor else None
-    return processor, size, data_args.crop_pct
+        return PvtImageProcessor(crop_size=data_args.image_size, crop_pct=data_args.crop_pct)
+    if model_args.model_name_or_path not in PRESETS:
+        try:
+            return PvtImageProcessor.from_pretrained(model_args.model_name_or_path)
+        except OSError:  # a folder or repository without preprocessor_config.json
+            logger.info(f"{model_args.model_name_or_path} has no image processor: the official one at {model.config.image_size}px")
+    return PvtImageProcessor(crop_size=model.config.image_size, crop_pct=data_args.crop_pct)
+
+
+def match_gradient_layout(model: torch.nn.Module) -> None:
+    """Store each 4-D (convolution) weight whose default and channels-last strides differ only in size-1 dimensions
+    (1x1 and depth-wise kernels) with the channels-last strides. The model runs these convolutions on channels-last
+    maps (views of its tokens), so autograd gives their gradients channels-last strides; DDP's gradient buckets take
+    the parameters' strides, and a mismatch costs a copy per step (and the warning "Grad strides do not match bucket
+    view strides"). The memory order of the values is the same either way, so nothing else changes."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() != 4 or not parameter.is_contiguous(memory_format=torch.channels_last):
+                continue
+            channels_last = torch.empty_like(parameter, memory_format=torch.channels_last)
+            if parameter.is_contiguous() and channels_last.stride() != parameter.stride():
+                parameter.set_(channels_last.copy_(parameter))
+
+
+def resolve_checkpoint(training_args: TrainingArguments) -> str | None:
+    """--resume_from_checkpoint: `latest` = the newest complete OUTPUT_DIR/checkpoint-N (the Trainer writes
+    trainer_state.json last), None if there is none; a named folder must be complete. A checkpoint at or past
+    --max_steps leaves nothing to train: past it is an error, at it a warning."""
+    value = training_args.resume_from_checkpoint
+    if not value:
+        return None
+    if value == "latest":
+        output_dir, path = Path(training_args.output_dir), None
+        found = sorted(
+            (int(p.name.split("-", 1)[1]), p) for p in (output_dir.glob("checkpoint-*") if output_dir.is_dir() else [])
+            if p.is_dir() and p.name.split("-", 1)[1].isdigit()
+        )  # fmt: skip
+        for _, candidate in reversed(found):
+            if (candidate / "trainer_state.json").is_file():
+                path = candidate
+                break
+            logger.warning(f"--resume_from_checkpoint latest: skipping {candidate}, it has no trainer_state.json (the save did not finish)")
+        logger.info(f"--resume_from_checkpoint latest: {path or 'no checkpoint yet, starting from scratch'}")
+        if path is None:
+            return None
+    else:
+        path = Path(value)
+        if not (path / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a complete Trainer checkpoint (no trainer_state.json)")
+    step = json.loads((path / "trainer_state.json").read_text())["global_step"]
+    if training_args.max_steps > 0 and step > training_args.max_steps:
+        raise ValueError(
+            f"--resume_from_checkpoint {value}: {path} is at step {step}, past --max_steps {training_args.max_steps}: "
+            "there is nothing to train (raise --max_steps to continue the run, or resume from an earlier checkpoint)"
+        )
+    if training_args.max_steps > 0 and step == training_args.max_steps:
+        logger.warning(f"--resume_from_checkpoint: {path} is already at --max_steps {step}: nothing is trained")
+    return str(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -491,14 +613,29 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.utils.logging.set_verbosity(log_level)
     transformers.set_seed(training_args.seed)
 
-    train_source, eval_source, class_names = load_sources(data_args, training_args.seed)
-    model = build_model(model_args, class_names)
-    processor, size, crop_pct = image_processor_for(model_args, data_args, model)
-    logger.info(f"{len(class_names)} classes; {len(train_source)} training / {len(eval_source) if eval_source else 0} validation images; input {size}px")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size == 1:
+        raise RuntimeError(
+            f"started as {launched} processes (WORLD_SIZE={launched}), but the Trainer found no GPU to run them together, "
+            "so each would train alone; for DDP on the CPU set ACCELERATE_USE_CPU=1 (ACCELERATE_USE_CPU=1 torchrun "
+            f"--standalone --nproc_per_node {launched} examples/finetune_image_classification.py ...) or pass --use_cpu"
+        )
 
-    train_dataset = ClassificationDataset(train_source, size, crop_pct, data_args, train=True)
-    eval_dataset = ClassificationDataset(eval_source, size, crop_pct, data_args, train=False) if eval_source else None
+    train_source, eval_source, class_names = load_sources(data_args, training_args.seed)
+    checkpoint = resolve_checkpoint(training_args) if training_args.do_train else None
+    model = build_model(model_args, class_names)
+    match_gradient_layout(model)
+    processor = image_processor_for(model_args, data_args, model)
+    train_dataset = ClassificationDataset(train_source, processor, data_args, train=True)
+    eval_dataset = ClassificationDataset(eval_source, processor, data_args, train=False) if eval_source else None
+    logger.info(f"{len(class_names)} classes; {len(train_source)} training / {len(eval_source) if eval_source else 0} validation images; input {train_dataset.size}px")
+
     training_args.remove_unused_columns = False
+    if training_args.ddp_find_unused_parameters is None:
+        # Every parameter gets a gradient in every step (else DDP's error names the ones that did not, and
+        # --ddp_find_unused_parameters true is the way out); the Trainer's default (True) makes DDP search the graph
+        # each step and warn that it found nothing.
+        training_args.ddp_find_unused_parameters = False
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # nothing to pin to (avoids a warning per data loader)
     trainer = ClassificationTrainer(
@@ -508,23 +645,28 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
 
     results = {}
+    output_dir = Path(training_args.output_dir)
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint == "latest":  # the newest OUTPUT_DIR/checkpoint-N, or a fresh start if there is none
-            from transformers.trainer_utils import get_last_checkpoint
-
-            checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-            logger.info(f"--resume_from_checkpoint latest: {checkpoint or 'no checkpoint yet, starting from scratch'}")
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", train_result.metrics)
-        trainer.save_metrics("train", train_result.metrics)
+        # The final model goes through a staging folder, moved into OUTPUT_DIR once complete.
+        staging = output_dir / ".final.incomplete"
+        if trainer.is_world_process_zero():
+            shutil.rmtree(staging, ignore_errors=True)
+        trainer.save_model(str(staging))
+        trainer.accelerator.wait_for_everyone()
+        if trainer.is_world_process_zero():
+            for path in sorted(staging.iterdir()):
+                os.replace(path, output_dir / path.name)
+            staging.rmdir()
+        metrics = {**train_result.metrics, "num_processes": training_args.world_size}
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
         trainer.save_state()
-        results.update(train_result.metrics)
+        results.update(metrics)
     if training_args.do_eval:
         if eval_dataset is None:
             raise ValueError("--do_eval needs validation data: --validation_dir, a validation split, or --train_val_split > 0")
-        metrics = trainer.evaluate()
+        metrics = {**trainer.evaluate(), "num_processes": training_args.world_size}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
@@ -543,5 +685,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    relaunch_cpu_processes_if_needed()
     main()
