@@ -3,7 +3,7 @@
 Goal: accumulating one batch of 16 ADE20K-sized label maps (512 x 512, 150 classes, some pixels 255) takes less than
 a tenth of the time of the forward pass of a pvt-v2-b0 backbone on that batch (16 x 3 x 512 x 512).
 
-    python benchmarks/bench_metric.py                      # CPU, a section of benchmarks/RESULTS.md
+    python benchmarks/bench_metric.py --write-results      # CPU; also a section of benchmarks/RESULTS.md
     python benchmarks/bench_metric.py --device cuda
 
 The model is `pvt_hf.PvtModel(PvtConfig.from_preset("pvt-v2-b0"))`; if pvt_hf's model cannot be built, transformers'
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric-repeats", type=int, default=10)
     parser.add_argument("--forward-repeats", type=int, default=2, help="forward passes timed (after one warm-up)")
     parser.add_argument("--forward-warmup", type=int, default=1)
-    parser.add_argument("--output", default=str(Path(__file__).with_name("RESULTS.md")), help="results file: this run replaces its section")
+    parser.add_argument("--write-results", nargs="?", const=str(Path(__file__).with_name("RESULTS.md")), default=None, metavar="FILE", help="also write the results as a section of FILE (default FILE: benchmarks/RESULTS.md); without this option nothing is written")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -152,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     report = "\n".join(lines)
     print(report)
-    from pvt_hf.benchmark import write_section
+    if args.write_results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from benchmark import write_section  # benchmarks/benchmark.py
 
-    write_section(Path(args.output), "metric-" + args.device, report.replace("# MeanIoU", "## MeanIoU", 1))
-    print(f"wrote {args.output}")
+        write_section(Path(args.write_results), "metric-" + args.device, report.replace("# MeanIoU", "## MeanIoU", 1))
+        print(f"wrote {args.write_results}")
     return 0 if passed else 1
 
 

@@ -1,23 +1,35 @@
-"""The side-by-side benchmark runs end to end (tiny scenario) and writes its section of the results file."""
+"""The side-by-side benchmark (`benchmarks/benchmark.py`, a script of the checkout) runs end to end (tiny scenario),
+writes its section of the results file only when asked, and leaves no temporary files."""
 
+import importlib.util
 import math
+import re
+import sys
+from pathlib import Path
 
 import pytest
 
-from pvt_hf import benchmark
-from pvt_hf.benchmark import OURS, Row, goal_lines, write_section
-from pvt_hf.cli import main
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("benchmark", ROOT / "benchmarks" / "benchmark.py")
+benchmark = importlib.util.module_from_spec(_spec)
+sys.modules["benchmark"] = benchmark
+_spec.loader.exec_module(benchmark)
+OURS, PLAIN, Row, goal_lines, write_section = benchmark.OURS, benchmark.PLAIN, benchmark.Row, benchmark.goal_lines, benchmark.write_section
+main = benchmark.main
 
 
 def test_quick_run_writes_its_section(tmp_path, capsys):
     results = tmp_path / "RESULTS.md"
     results.write_text("# PVT benchmarks\n\nKept prose.\n")
     argv = [
-        "benchmark", "--quick", "--models", "pvt-v2-b0", "--sizes", "64", "--batch-sizes", "1", "--rounds", "2",
-        "--contenders", "transformers", "--train", "64x1", "--train-models", "pvt-v2-b0", "--train-rounds", "1",
-        "--output", str(results),
-        "--section", "test",
+        "--quick", "--models", "pvt-v2-b0", "--sizes", "64", "--batch-sizes", "1", "--rounds", "2",
+        "--contenders", "transformers,plain", "--train", "64x1", "--train-models", "pvt-v2-b0", "--train-rounds", "1",
+        "--section", "test", "--write-results", str(results),
     ]  # fmt: skip
+    checkout_results = benchmark.RESULTS_FILE.read_bytes() if benchmark.RESULTS_FILE.exists() else None
+    assert main(argv[:-2]) == 0  # without --write-results: printed only
+    assert results.read_text() == "# PVT benchmarks\n\nKept prose.\n"
+    assert (benchmark.RESULTS_FILE.read_bytes() if benchmark.RESULTS_FILE.exists() else None) == checkout_results
     assert main(argv) == 0
     text = results.read_text()
     assert text.startswith("# PVT benchmarks\n\nKept prose.\n")
@@ -25,9 +37,9 @@ def test_quick_run_writes_its_section(tmp_path, capsys):
     assert "- machine: " in text and "- versions: " in text and "torch " in text
     table = [line for line in text.splitlines() if line.startswith("| pvt-v2-b0 | 64x64 | 1 |")]
     contenders = [line.split(" | ")[3] for line in table]
-    # inference: ours and transformers; training: ours, ours with checkpointing, transformers
+    # inference: ours, ours on the plain modules and transformers; training: ours, ours with checkpointing, transformers
     assert contenders.count(OURS) == 2 and contenders.count("transformers") == 2
-    assert f"{OURS} checkpointing" in contenders
+    assert f"{OURS} checkpointing" in contenders and f"{PLAIN} (fused_cpu_kernels=False)" in contenders
     for line in table:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert float(cells[4]) > 0  # images/s, or step time in ms
@@ -36,8 +48,11 @@ def test_quick_run_writes_its_section(tmp_path, capsys):
     agreement = float(transformers_row.strip("|").split("|")[9])
     assert agreement < 1e-4
 
+    plain_row = next(line for line in table if f" {PLAIN} " in line)
+    assert float(plain_row.strip("|").split("|")[9]) < 1e-4  # the plain modules give the fused path's logits
+
     # a second run replaces its section, keeping the rest
-    assert main(argv[:-1] + ["test"]) == 0
+    assert main(argv) == 0
     assert results.read_text().count("<!-- benchmark:test begin -->") == 1
     assert "Kept prose." in results.read_text()
 
@@ -70,9 +85,41 @@ def test_goal_lines_follow_the_measurements():
 
 def test_unknown_preset_is_refused():
     with pytest.raises(SystemExit, match="unknown presets"):
-        benchmark.run(benchmark.build_parser().parse_args(["--models", "pvt-v9", "--output", "/dev/null"]))
+        benchmark.run(benchmark.build_parser().parse_args(["--models", "pvt-v9"]))
 
 
 def test_row_statistics():
     row = Row("pvt-v2-b0", 224, 8, OURS, times=[2.0, 1.0, 4.0], ratios=[1.0, 1.0, 1.0])
     assert row.median == 2.0 and math.isclose(row.images_per_second, 4.0) and row.speedup == 1.0
+
+
+def test_onnx_contender_leaves_no_temporary_files(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import tempfile
+
+    import torch
+
+    from pvt_hf import PvtForImageClassification
+
+    from test_modeling import tiny_config
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = PvtForImageClassification(tiny_config(2)).eval()
+    contender = benchmark.onnx_contender(model, benchmark.build_parser().parse_args([]))
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(contender.run(pixel_values), model(pixel_values).logits, atol=1e-4)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_package_holds_no_benchmark_machinery():
+    assert not (ROOT / "src" / "pvt_hf" / "benchmark.py").exists()
+    for path in (ROOT / "src").rglob("*.py"):
+        assert not re.search(r"ctypes|clear_refs|malloc_trim", path.read_text()), path
+
+
+def test_quick_defaults_are_the_documented_ones():
+    help_text = " ".join(benchmark.build_parser().format_help().split())
+    assert "--sizes SIZES comma-separated input sizes (default: 224,512,1024,2048; --quick: 224)" in help_text
+    args = benchmark.build_parser().parse_args(["--quick"])
+    assert args.write_results is None

@@ -44,7 +44,7 @@ def test_every_official_layout_converts_with_the_same_numbers(name):
 def test_missing_and_unexpected_keys_are_listed():
     checkpoint = random_checkpoint(MANIFESTS["pvt_v2_b0"])
     del checkpoint["block2.1.mlp.fc2.bias"]
-    with pytest.raises(ConversionError, match=r"not in the checkpoint: \['pvt.encoder.stages.1.layers.1.mlp.fc2.bias'\]"):
+    with pytest.raises(ConversionError, match=r"missing from the checkpoint: block2\.1\.mlp\.fc2\.bias \(pvt-hf: pvt\.encoder\.stages\.1\.layers\.1\.mlp\.fc2\.bias\)"):
         convert_official_state_dict(checkpoint, variant="pvt-v2-b0")
     checkpoint = random_checkpoint(MANIFESTS["pvt_v2_b0"])
     checkpoint["block1.0.attn.extra.weight"] = torch.zeros(1)
@@ -93,13 +93,13 @@ def test_cli_refuses_bad_input_and_leaves_nothing_behind(tmp_path, capsys):
     before = snapshot(work)
 
     cases = [
-        ([str(truncated), str(work / "a"), "--official-args", official_args], "truncated, corrupt or not a checkpoint"),
+        ([str(truncated), str(work / "a"), "--official-args", official_args], f"{truncated} is not a readable PyTorch checkpoint"),
         ([str(source), str(existing), "--official-args", official_args], "already exists; pass --force"),
         ([str(source), str(work / "b"), "--variant", "pvt-v2-b2"], "not a pvt-v2-b2"),
         ([str(source), str(work / "c")], "Cannot tell the variant"),
         ([str(source), str(work / "d"), "--official-args", official_args, "--task", "semantic-segmentation"], "classification checkpoint"),
         ([str(work / "missing.pth"), str(work / "e"), "--variant", "pvt-v2-b0"], "Checkpoint not found"),
-        ([str(incomplete), str(work / "f"), "--official-args", official_args], "not in the checkpoint: ['pvt.encoder.stages.0.layers.0.attention.key_value.bias']"),
+        ([str(incomplete), str(work / "f"), "--official-args", official_args], "missing from the checkpoint: block1.0.attn.kv.bias (pvt-hf: pvt.encoder.stages.0.layers.0.attention.key_value.bias)"),
     ]
     for argv, message in cases:
         assert main(["convert", *argv]) == 1

@@ -201,3 +201,32 @@ def test_segmentation_logits_loss_and_label_checks(config):
         model(pixel_values, labels=torch.zeros(64, 96, dtype=torch.long))
     with pytest.raises(ValueError, match="integer class indices"):
         model(pixel_values, labels=torch.zeros(2, 64, 96))
+
+
+def test_random_inputs_run_or_fail_clearly():
+    """Random valid and invalid inputs and labels: outputs, or a ValueError naming `pixel_values` or `labels`."""
+    import random
+
+    rng = random.Random(0)
+    models = {
+        (version, head): head(VARIANTS[version]()).eval()
+        for version in VARIANTS
+        for head in (PvtForImageClassification, PvtForSemanticSegmentation)
+    }
+    for _ in range(40):
+        (version, head), model = rng.choice(list(models.items()))
+        shape = [rng.choice([0, 1, 2]), rng.choice([1, 3, 4]), rng.choice([0, 7, 31, 32, 65]), rng.choice([16, 40, 64])]
+        if rng.random() < 0.15:
+            shape = shape[1:]
+        pixel_values = torch.randn(*shape).to(rng.choice([torch.float32, torch.float64, torch.bfloat16]))
+        labels = None
+        if rng.random() < 0.5 and len(shape) == 4:
+            label_shape = (shape[0],) if head is PvtForImageClassification else (shape[0], shape[2], shape[3])
+            labels = torch.randint(-2, 8, label_shape).to(rng.choice([torch.int64, torch.int32, torch.uint8]))
+        try:
+            with torch.no_grad():
+                outputs = model(pixel_values, labels=labels)
+        except ValueError as error:
+            assert "`pixel_values`" in str(error) or "`labels`" in str(error), (shape, error)
+            continue
+        assert torch.isfinite(outputs.logits.float()).all()

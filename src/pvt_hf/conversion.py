@@ -7,8 +7,10 @@ model weight is filled.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -27,17 +29,10 @@ class ConversionError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Names: official -> pvt-hf. Backbone names are relative to the backbone (official classifier root, or mmseg's
-# `backbone.`); ours are relative to `PvtModel`.
-_BACKBONE_RULES = [
-    (r"patch_embed(\d+)\.proj\.", "encoder.stages.{stage}.patch_embeddings.projection."),
-    (r"patch_embed(\d+)\.norm\.", "encoder.stages.{stage}.patch_embeddings.layer_norm."),
-    (r"pos_embed(\d+)$", "encoder.stages.{stage}.position_embeddings"),
-    (r"norm(\d+)\.", "encoder.stages.{stage}.layer_norm."),
-    (r"cls_token$", "cls_token"),
-    (r"norm\.", "layernorm."),
-]
-_BLOCK_RULES = {  # within a block
+# Names: one table of (official, pvt-hf) pairs serves both directions: converting, and naming a missing weight as the
+# checkpoint would. `{stage}` is a stage number (official: from 1, ours: from 0); `{i}` and `{j}` are other indices,
+# kept as they are. A pair ending in "." names a prefix (the rest of the key is kept); otherwise the whole key.
+_BLOCK_NAMES = {  # within a block
     "norm1.": "layer_norm_1.",
     "norm2.": "layer_norm_2.",
     "attn.q.": "attention.query.",
@@ -49,49 +44,56 @@ _BLOCK_RULES = {  # within a block
     "mlp.fc2.": "mlp.fc2.",
     "mlp.dwconv.dwconv.": "mlp.depthwise_conv.",
 }
+_BACKBONE_NAMES = [  # relative to the official backbone (classifier root, or mmseg's `backbone.`) and to `PvtModel`
+    ("patch_embed{stage}.proj.", "encoder.stages.{stage}.patch_embeddings.projection."),
+    ("patch_embed{stage}.norm.", "encoder.stages.{stage}.patch_embeddings.layer_norm."),
+    ("pos_embed{stage}", "encoder.stages.{stage}.position_embeddings"),
+    ("norm{stage}.", "encoder.stages.{stage}.layer_norm."),
+    ("cls_token", "cls_token"),
+    ("norm.", "layernorm."),
+    *((f"block{{stage}}.{{i}}.{old}", f"encoder.stages.{{stage}}.layers.{{i}}.{new}") for old, new in _BLOCK_NAMES.items()),
+]
+_NAMES = {
+    "classification": [("head.", "classifier."), *((old, "pvt." + new) for old, new in _BACKBONE_NAMES)],
+    "semantic-segmentation": [
+        *(("backbone." + old, "pvt." + new) for old, new in _BACKBONE_NAMES),
+        ("neck.lateral_convs.{i}.conv.", "neck.lateral_convs.{i}."),
+        ("neck.fpn_convs.{i}.conv.", "neck.output_convs.{i}."),
+        ("decode_head.scale_heads.{i}.{j}.conv.", "decode_head.scale_heads.{i}.{j}.conv."),
+        ("decode_head.scale_heads.{i}.{j}.bn.", "decode_head.scale_heads.{i}.{j}.batch_norm."),
+        ("decode_head.conv_seg.", "decode_head.classifier."),
+    ],
+}
 
 
-def _rename_backbone_key(key: str) -> str | None:
-    block = re.match(r"block(\d+)\.(\d+)\.(.+)$", key)
-    if block is not None:
-        for old, new in _BLOCK_RULES.items():
-            if block[3].startswith(old):
-                return f"encoder.stages.{int(block[1]) - 1}.layers.{block[2]}.{new}{block[3][len(old):]}"
-        return None
-    for pattern, replacement in _BACKBONE_RULES:
-        match = re.match(pattern, key)
+@functools.cache
+def _name_pattern(template: str) -> re.Pattern:
+    parts = re.split(r"\{(stage|i|j)\}", template)  # literal, field, literal, field, ...
+    pattern = "".join(re.escape(part) if index % 2 == 0 else rf"(?P<{part}>\d+)" for index, part in enumerate(parts))
+    return re.compile(pattern + ("(?P<rest>.+)" if template.endswith(".") else ""))
+
+
+def _translate(key: str, task: str, to_ours: bool) -> str | None:
+    for official, ours in _NAMES[task]:
+        source, target = (official, ours) if to_ours else (ours, official)
+        match = _name_pattern(source).fullmatch(key)
         if match is not None:
-            stage = int(match[1]) - 1 if match.groups() else None
-            return replacement.format(stage=stage) + key[match.end() :]
-    return None
-
-
-def _rename_segmentation_key(key: str) -> str | None:
-    if key.startswith("backbone."):
-        renamed = _rename_backbone_key(key[len("backbone.") :])
-        return None if renamed is None else "pvt." + renamed
-    match = re.match(r"neck\.(lateral|fpn)_convs\.(\d+)\.conv\.(.+)$", key)
-    if match:
-        kind = "lateral_convs" if match[1] == "lateral" else "output_convs"
-        return f"neck.{kind}.{match[2]}.{match[3]}"
-    match = re.match(r"decode_head\.scale_heads\.(\d+)\.(\d+)\.(conv|bn)\.(.+)$", key)
-    if match:
-        part = "conv" if match[3] == "conv" else "batch_norm"
-        return f"decode_head.scale_heads.{match[1]}.{match[2]}.{part}.{match[4]}"
-    match = re.match(r"decode_head\.conv_seg\.(.+)$", key)
-    if match:
-        return f"decode_head.classifier.{match[1]}"
+            fields = match.groupdict()
+            rest = fields.pop("rest", None) or ""
+            if "stage" in fields:
+                fields["stage"] = int(fields["stage"]) + (-1 if to_ours else 1)
+            return target.format(**fields) + rest
     return None
 
 
 def rename_official_key(key: str, task: str) -> str | None:
     """Our name for an official weight, or None if the key is not part of the official layout."""
-    if task == "semantic-segmentation":
-        return _rename_segmentation_key(key)
-    if key.startswith("head."):
-        return "classifier." + key[len("head.") :]
-    renamed = _rename_backbone_key(key)
-    return None if renamed is None else "pvt." + renamed
+    return _translate(key, task, to_ours=True)
+
+
+def official_key(key: str, task: str) -> str | None:
+    """The official name of one of our weights (as the checkpoint would have it), or None."""
+    return _translate(key, task, to_ours=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,6 +225,22 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
     return state_dict, meta, None
 
 
+def _unreadable_checkpoint_message(path: Path, error: Exception) -> str:
+    """Why `torch.load(path, weights_only=True)` failed, in the user's terms. torch's own message advises loading
+    with `weights_only=False` -- running the file's code -- even for random bytes: never passed on."""
+    text = str(error)
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if unpickler is not None and unpickler[1].startswith("Unsupported global"):
+        found = re.search(r"GLOBAL ([\w.]+)", unpickler[1])
+        return (
+            f"{path} holds Python objects besides tensors ({found[1] if found else 'unsupported global'}); pvt-hf "
+            "reads only checkpoints of tensors, numbers and strings, because unpickling other objects can run code. "
+            "Save the state dict alone: torch.save(model.state_dict(), path)."
+        )
+    detail = "" if unpickler is not None or "weights_only" in text else ": " + (text.strip().splitlines() or [""])[0]
+    return f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another format){detail}"
+
+
 def load_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The state dict and metadata of an official checkpoint: a raw state dict, or one wrapped in `{"model": ...}`,
     `{"state_dict": ...}` (mmseg, with `meta`). DataParallel's `module.` prefix is removed."""
@@ -232,10 +250,7 @@ def load_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for truncated or foreign files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConversionError(
-            f"Cannot read {path} as a PyTorch checkpoint (truncated, corrupt or not a checkpoint?): {first_line}"
-        ) from error
+        raise ConversionError(_unreadable_checkpoint_message(path, error)) from error
     if not isinstance(checkpoint, dict):
         raise ConversionError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
     meta = checkpoint.get("meta") if isinstance(checkpoint.get("meta"), dict) else {}
@@ -316,6 +331,12 @@ def architecture_from_state_dict(state_dict: dict[str, torch.Tensor], task: str)
         grid = int(round((backbone["pos_embed1"].shape[1]) ** 0.5))
         architecture["image_size"] = grid * patch_sizes[0]
     if task == "semantic-segmentation":
+        for key in ("neck.lateral_convs.0.conv.weight", "decode_head.conv_seg.weight"):
+            if key not in state_dict:
+                raise ConversionError(
+                    f"No `{key}` in the checkpoint: an mmseg Semantic FPN checkpoint has it (the checkpoint has "
+                    "`decode_head.` keys, so it was taken for one)."
+                )
         architecture["neck_hidden_size"] = state_dict["neck.lateral_convs.0.conv.weight"].shape[0]
         architecture["decoder_hidden_size"] = state_dict["decode_head.conv_seg.weight"].shape[1]
         architecture["num_labels"] = state_dict["decode_head.conv_seg.weight"].shape[0]
@@ -324,16 +345,58 @@ def architecture_from_state_dict(state_dict: dict[str, torch.Tensor], task: str)
     return architecture
 
 
-def config_from_official_args(args: dict, state_dict: dict[str, torch.Tensor], task: str) -> PvtConfig:
-    """A config from the official constructor's keyword arguments (as in `shared/reference/*.json`); the version
-    (v1 or v2) is read from the checkpoint, which the arguments do not name."""
-    known = {
-        "embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "linear", "num_classes", "patch_size",
-        "qkv_bias", "img_size", "layer_norm_eps", "neck_out_channels", "head_channels", "in_chans", "num_stages",
-    }  # fmt: skip
-    unknown = sorted(set(args) - known)
+_OFFICIAL_PER_STAGE = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios")
+_OFFICIAL_COUNTS = ("num_classes", "patch_size", "img_size", "in_chans", "num_stages", "neck_out_channels", "head_channels")
+_OFFICIAL_FLAGS = ("linear", "qkv_bias")
+OFFICIAL_ARG_NAMES = (*_OFFICIAL_PER_STAGE, *_OFFICIAL_COUNTS, *_OFFICIAL_FLAGS, "layer_norm_eps")
+
+
+def _is_positive(value, kinds=(int,)) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def validate_official_args(args) -> dict:
+    """Check the official constructor's keyword arguments (`--official-args`): the names it knows, per-stage lists of
+    positive numbers of one length, positive counts, booleans. Raises ConversionError naming what is wrong."""
+    if not isinstance(args, dict):
+        raise ConversionError(
+            f"--official-args must be a JSON object of the official constructor's keyword arguments, got "
+            f"{type(args).__name__} {str(args)[:60]}"
+        )
+    problems = []
+    unknown = sorted(set(args) - set(OFFICIAL_ARG_NAMES))
     if unknown:
-        raise ConversionError(f"--official-args: unknown keys {unknown}; expected some of {sorted(known)}.")
+        problems.append(f"unknown keys {unknown} (expected some of {sorted(OFFICIAL_ARG_NAMES)})")
+    missing = [name for name in ("embed_dims", "num_heads", "depths") if name not in args]
+    if missing:
+        problems.append(f"it must give at least {missing}")
+    for name in _OFFICIAL_PER_STAGE:
+        kinds = (int, float) if name == "mlp_ratios" else (int,)
+        values = args.get(name, [1])
+        if not isinstance(values, list) or not values or not all(_is_positive(value, kinds) for value in values):
+            problems.append(f"{name} must be a list of positive {'numbers' if name == 'mlp_ratios' else 'integers'}, one per stage, got {values!r}")
+    lengths = {name: len(args[name]) for name in _OFFICIAL_PER_STAGE if isinstance(args.get(name), list)}
+    if len(set(lengths.values())) > 1:
+        problems.append(f"the per-stage lists must have one length, got {lengths}")
+    for name in _OFFICIAL_COUNTS:
+        if name in args and not _is_positive(args[name]):
+            problems.append(f"{name} must be a positive integer, got {args[name]!r}")
+    if "num_stages" in args and lengths and args["num_stages"] not in lengths.values():
+        problems.append(f"num_stages {args['num_stages']!r} does not match the per-stage lists {lengths}")
+    for name in _OFFICIAL_FLAGS:
+        if name in args and not isinstance(args[name], bool):
+            problems.append(f"{name} must be true or false, got {args[name]!r}")
+    if "layer_norm_eps" in args and not _is_positive(args["layer_norm_eps"], (int, float)):
+        problems.append(f"layer_norm_eps must be a positive number, got {args['layer_norm_eps']!r}")
+    if problems:
+        raise ConversionError("--official-args: " + "; ".join(problems) + ".")
+    return args
+
+
+def config_from_official_args(args: dict, state_dict: dict[str, torch.Tensor], task: str) -> PvtConfig:
+    """A config from the official constructor's keyword arguments (as in `tests/fixtures/reference/*.json`); the
+    version (v1 or v2) is read from the checkpoint, which the arguments do not name."""
+    validate_official_args(args)
     detected = architecture_from_state_dict(state_dict, task)
     fields = {
         "version": detected["version"],
@@ -354,9 +417,6 @@ def config_from_official_args(args: dict, state_dict: dict[str, torch.Tensor], t
     if "patch_size" in args and detected["version"] == 1:
         fields["patch_sizes"] = [args["patch_size"]] + [2] * (len(args.get("depths") or detected["depths"]) - 1)
     fields = {key: value for key, value in fields.items() if value is not None}
-    missing = [name for name in ("embed_dims", "num_heads", "depths") if name not in args]
-    if missing:
-        raise ConversionError(f"--official-args must give at least {missing}.")
     try:
         return PvtConfig(**fields)
     except (TypeError, ValueError) as error:
@@ -386,6 +446,7 @@ def config_from_variant(variant: str, state_dict: dict[str, torch.Tensor], task:
 
 def detect_variants(state_dict: dict[str, torch.Tensor], task: str) -> list[str]:
     """The presets whose architecture fits the checkpoint's shapes."""
+    architecture_from_state_dict(state_dict, task)  # a checkpoint that fits none for a reason of its own says so here
     candidates = []
     for preset in PRESETS:
         try:
@@ -403,19 +464,20 @@ def detect_variants(state_dict: dict[str, torch.Tensor], task: str) -> list[str]
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor], model: torch.nn.Module, task: str
 ) -> dict[str, torch.Tensor]:
-    """Our state dict for `model` from an official one. Raises, listing the keys, unless every official weight is
-    used and every model weight is filled with a tensor of the right shape."""
+    """Our state dict for `model` from an official one. Raises, naming the keys as the checkpoint names them, unless
+    every official weight is used, every model weight is filled with a tensor of the right shape, and every value is
+    finite."""
     expected = model.state_dict()
-    converted, unused = {}, []
+    converted, unused, sources = {}, [], {}
     for key, value in state_dict.items():
         new_key = rename_official_key(key, task)
         if new_key is None or new_key not in expected:
             unused.append(key)
         else:
-            converted[new_key] = value
-    missing = sorted(set(expected) - set(converted))
+            converted[new_key], sources[new_key] = value, key
+    missing = [f"{official_key(key, task) or '?'} (pvt-hf: {key})" for key in sorted(set(expected) - set(converted))]
     wrong_shape = [
-        f"{key}: checkpoint {tuple(value.shape)}, model {tuple(expected[key].shape)}"
+        f"{sources[key]}: checkpoint {tuple(value.shape)}, model {tuple(expected[key].shape)}"
         for key, value in converted.items()
         if value.shape != expected[key].shape
     ]
@@ -423,11 +485,18 @@ def convert_state_dict(
     if unused:
         problems.append(f"{len(unused)} checkpoint weights have no place in the model: {sorted(unused)}")
     if missing:
-        problems.append(f"{len(missing)} model weights are not in the checkpoint: {missing}")
+        problems.append(f"{len(missing)} weights the model needs are missing from the checkpoint: {', '.join(missing)}")
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} weights have the wrong shape: {wrong_shape}")
     if problems:
         raise ConversionError("The checkpoint does not match the model. " + " | ".join(problems))
+    not_finite = [
+        f"{sources[key]} ({int(value.isnan().sum())} NaN, {int(value.isinf().sum())} infinite)"
+        for key, value in converted.items()
+        if value.is_floating_point() and not bool(value.isfinite().all())
+    ]
+    if not_finite:
+        raise ConversionError(f"The checkpoint holds NaN or infinite values, in {', '.join(not_finite)}: refused.")
     return {key: value.to(expected[key].dtype) if value.is_floating_point() else value for key, value in converted.items()}
 
 
@@ -521,5 +590,7 @@ __all__ = [
     "load_checkpoint",
     "load_official_checkpoint",
     "normalize_variant",
+    "official_key",
+    "validate_official_args",
     "rename_official_key",
 ]

@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
+# numpy, PIL, torch and transformers are imported where used: `pvt-hf --help` builds this module's arguments.
 DEMO_DIR = Path(__file__).resolve().parent / "data" / "digits-demo"
 HELDOUT_FILE = "heldout_digits.npz"
 IMAGE_SIZE = 32
@@ -41,6 +39,9 @@ DESCRIPTION = (
 
 def digit_image(digit: np.ndarray) -> Image.Image:
     """An 8x8 digit (values 0-16, as in `sklearn.datasets.load_digits`) as a 32x32 RGB image (bicubic upscale)."""
+    import numpy as np
+    from PIL import Image
+
     gray = np.clip(np.rint(np.asarray(digit, np.float64) * 255.0 / 16.0), 0, 255).astype(np.uint8)
     return Image.fromarray(gray, "L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC).convert("RGB")
 
@@ -58,6 +59,8 @@ def split_digits():
 
 def prepare_data(root: str | Path) -> Path:
     """Write `root/train/<digit>/*.png` and `root/test/<digit>/*.png` (the demo's split), and the test set as .npz."""
+    import numpy as np
+
     root = Path(root)
     train_x, test_x, train_y, test_y = split_digits()
     for split, images, labels in (("train", train_x, train_y), ("test", test_x, test_y)):
@@ -69,8 +72,11 @@ def prepare_data(root: str | Path) -> Path:
     return root
 
 
-def load_heldout(folder: Path = DEMO_DIR) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(folder / HELDOUT_FILE) as data:
+def load_heldout(folder: Path | None = None):
+    """The held-out digits shipped with the demo model: (images, labels) arrays."""
+    import numpy as np
+
+    with np.load((folder or DEMO_DIR) / HELDOUT_FILE) as data:
         return data["images"], data["labels"]
 
 
@@ -107,17 +113,23 @@ def run_demo(
     batch_size: int = 64,
     quiet: bool = False,
     force: bool = False,
+    stream=None,
 ) -> dict:
     """Write, reload and evaluate the demo model; returns the measured numbers. An existing `output_dir` is
-    replaced only with `force`."""
+    replaced only with `force`, and never one that is or contains the shipped model. The narration goes to
+    `stream` (default: stdout), nowhere with `quiet`."""
+    import numpy as np
     import torch
     from transformers import AutoModelForImageClassification, pipeline
 
     from . import PvtForImageClassification
     from .hub import write_repo_folder
     from .image_processing_pvt import PvtImageProcessor
+    from .io_utils import refuse_overwriting_input
 
-    say = (lambda *a: None) if quiet else print
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=stream or sys.stdout))
+    if output_dir is not None:
+        refuse_overwriting_input(output_dir, [DEMO_DIR], "--output-dir")
     if not (DEMO_DIR / "model.safetensors").is_file():
         raise FileNotFoundError(f"the demo model is missing from the installation ({DEMO_DIR})")
     model = PvtForImageClassification.from_pretrained(DEMO_DIR)
@@ -202,7 +214,11 @@ def run(args: argparse.Namespace) -> int:
         root = prepare_data(args.prepare_data)
         print(f"Wrote {root}/train and {root}/test (class-per-folder PNGs, 32x32) and {root / HELDOUT_FILE}")
         return 0
-    results = run_demo(args.output_dir, device=args.device, batch_size=args.batch_size, force=args.force)
+    # with --json, stdout carries the JSON document only: the narration goes to stderr
+    results = run_demo(
+        args.output_dir, device=args.device, batch_size=args.batch_size, force=args.force,
+        stream=sys.stderr if args.json else sys.stdout,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=1))
     return 0

@@ -23,7 +23,15 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
 
 # Run in a fresh interpreter: load the folder through the Auto classes and compare with the in-memory outputs.
+# It exits by itself when its parent dies (a killed convert must not leave it running).
 _VERIFY_SCRIPT = """
+import os, threading, time
+parent = os.getppid()
+def exit_with_parent():
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+threading.Thread(target=exit_with_parent, daemon=True).start()
 import json, sys, torch, pvt_hf, transformers
 from safetensors.torch import load_file
 folder, expected_path, auto_class = sys.argv[1:4]
@@ -42,9 +50,10 @@ def verification_input(model: torch.nn.Module) -> torch.Tensor:
     return torch.randn(2, model.config.num_channels, 200, 264, generator=generator)
 
 
-def verify_folder(folder: Path, model: torch.nn.Module, tolerance: float = 1e-5) -> float:
+def verify_folder(folder: Path, model: torch.nn.Module, tolerance: float = 1e-5, scratch_dir: Path | None = None) -> float:
     """Reload `folder` in a clean process and return the relative error of its logits against `model`'s; raise if
-    it exceeds `tolerance`."""
+    it exceeds `tolerance`. The expected outputs are written to a temporary folder inside `scratch_dir` (default:
+    the system's), removed afterwards."""
     auto_class = (
         "AutoModelForSemanticSegmentation" if type(model).__name__ == "PvtForSemanticSegmentation"
         else "AutoModelForImageClassification"
@@ -52,7 +61,7 @@ def verify_folder(folder: Path, model: torch.nn.Module, tolerance: float = 1e-5)
     pixel_values = verification_input(model)
     with torch.no_grad():
         logits = model(pixel_values.to(model.dtype)).logits.float()
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_dir) as scratch:
         expected_path = os.path.join(scratch, "expected.safetensors")
         save_file({"pixel_values": pixel_values, "logits": logits.contiguous()}, expected_path)
         result = subprocess.run(
@@ -98,10 +107,12 @@ def write_repo_folder(
     force: bool = False,
     verify: bool = True,
     image_processor=None,
+    checks: dict | None = None,
 ) -> dict:
     """Write a Hub repository folder (config with id2label, model.safetensors, preprocessor_config.json, the
-    modeling code with `auto_map`, README.md) through a temporary folder, verify it, then move it into place.
-    Returns what was measured."""
+    modeling code with `auto_map`, README.md) through a staging folder, verify it, then move it into place (see
+    `io_utils.atomic_output_dir`). `checks`: results of checks made before (e.g. `timm_relative_error`), stated in the
+    model card with the reload check's. Returns what was measured."""
     if dtype not in DTYPES:
         raise ValueError(f"`dtype` must be one of {sorted(DTYPES)}, got {dtype!r}.")
     task = "semantic-segmentation" if type(model).__name__ == "PvtForSemanticSegmentation" else "classification"
@@ -113,11 +124,14 @@ def write_repo_folder(
         model.save_pretrained(staging)
         if image_processor is not None:
             image_processor.save_pretrained(staging)
-        num_parameters = sum(parameter.numel() for parameter in model.parameters())
-        (staging / "README.md").write_text(model_card(model.config, variant, task, repo_id, num_parameters, source))
+        checks = dict(checks or {})
         if verify:
             tolerance = 1e-5 if DTYPES[dtype] == torch.float32 else 1e-2
-            results["reload_relative_error"] = verify_folder(staging, model, tolerance)
+            # scratch inside the staging folder: removed with it, also after an interrupted run
+            checks["reload_relative_error"] = verify_folder(staging, model, tolerance, scratch_dir=staging)
+            results["reload_relative_error"] = checks["reload_relative_error"]
+        num_parameters = sum(parameter.numel() for parameter in model.parameters())
+        (staging / "README.md").write_text(model_card(model.config, variant, task, repo_id, num_parameters, source, checks))
     results["files"] = sorted(path.name for path in output_dir.iterdir())
     return results
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-# Official figures, with their sources (the official READMEs and papers).
+# Figures reported by the PVT authors (official READMEs and papers), with their sources: not measured by pvt-hf, and
+# stated in the cards as `verified: false`.
 IMAGENET_SOURCE = "whai362/PVT classification README (ImageNet-1K val, 224x224, single crop)"
+IMAGENET_SOURCE_URL = "https://github.com/whai362/PVT/tree/v2/classification"
 IMAGENET_TOP1_AND_PARAMS = {
     "pvt-tiny": (75.1, 13.2),
     "pvt-small": (79.8, 24.5),
@@ -24,6 +26,7 @@ ADE20K_SOURCE = {
     "{released} mIoU for the released model",
     2: "PVT v2 paper (arXiv:2106.13797), Semantic FPN on ADE20K val",
 }
+ADE20K_SOURCE_URL = {1: "https://arxiv.org/abs/2102.12122", 2: "https://arxiv.org/abs/2106.13797"}
 ADE20K_MIOU = {  # paper value, and (v1) the value of the released model with the official code
     "pvt-tiny": (35.7, 36.6),
     "pvt-small": (39.8, 41.9),
@@ -54,25 +57,41 @@ CITATION = """@inproceedings{wang2021pyramid,
 }"""
 
 
-def repo_name(variant: str | None, task: str) -> str:
-    """Hub repository name of a converted official model, e.g. `pvt-v2-b2` or `fpn-pvt-v2-b2-ade20k`."""
-    base = variant or "pvt-custom"
-    return f"fpn-{base}-ade20k" if task == "semantic-segmentation" else base
-
-
-def official_figure(variant: str | None, task: str) -> tuple[str, float, str] | None:
-    """(metric name, value, source) from the official READMEs, or None for architectures they do not list."""
+def official_figure(variant: str | None, task: str) -> tuple[str, float, str, str] | None:
+    """(metric name, value, source, source URL) as the PVT authors report it, or None for architectures they do not
+    list."""
     if task == "classification" and variant in IMAGENET_TOP1_AND_PARAMS:
-        return "top-1 accuracy (ImageNet-1K)", IMAGENET_TOP1_AND_PARAMS[variant][0], IMAGENET_SOURCE
+        return "top-1 accuracy (ImageNet-1K)", IMAGENET_TOP1_AND_PARAMS[variant][0], IMAGENET_SOURCE, IMAGENET_SOURCE_URL
     if task == "semantic-segmentation" and variant in ADE20K_MIOU:
         paper, released = ADE20K_MIOU[variant]
         version = 1 if variant.startswith("pvt-") and not variant.startswith("pvt-v2") else 2
-        return "mIoU (ADE20K)", paper, ADE20K_SOURCE[version].format(released=released)
+        return "mIoU (ADE20K)", paper, ADE20K_SOURCE[version].format(released=released), ADE20K_SOURCE_URL[version]
     return None
 
 
-def model_card(config, variant: str | None, task: str, repo_id: str, num_parameters: int, source: str) -> str:
-    """README.md for a converted repository: Hub metadata, what the model is, its official figure, usage, citation."""
+def checks_paragraph(checks: dict) -> str:
+    """What was checked when the folder was written (not the official figure: that is the authors')."""
+    lines = []
+    if "reload_relative_error" in checks:
+        lines.append(
+            "the folder was reloaded in a clean process with the Auto classes and gave the converted model's logits "
+            f"(relative error {checks['reload_relative_error']:.1e})"
+        )
+    if "timm_relative_error" in checks:
+        lines.append(
+            "timm's implementation loaded with the same official weights gave the same logits (relative error "
+            f"{checks['timm_relative_error']:.1e})"
+        )
+    if not lines:
+        return "No check was run when this folder was written (converted with `--no-verify`)."
+    return "Checked when this folder was written: " + "; ".join(lines) + "."
+
+
+def model_card(
+    config, variant: str | None, task: str, repo_id: str, num_parameters: int, source: str, checks: dict | None = None
+) -> str:
+    """README.md for a converted repository: Hub metadata, what the model is, the authors' figure (unverified here),
+    what was checked, usage, citation. `checks`: `reload_relative_error`, `timm_relative_error` where measured."""
     segmentation = task == "semantic-segmentation"
     pipeline_tag = "image-segmentation" if segmentation else "image-classification"
     dataset = "scene_parse_150" if segmentation else "imagenet-1k"
@@ -92,7 +111,7 @@ def model_card(config, variant: str | None, task: str, repo_id: str, num_paramet
         *(["datasets:", f"- {dataset}"] if figure is not None else []),
     ]
     if figure is not None:
-        metric, value, figure_source = figure
+        metric, value, figure_source, figure_url = figure
         metadata += [
             "model-index:",
             f"- name: {repo_id.split('/')[-1]}",
@@ -106,24 +125,27 @@ def model_card(config, variant: str | None, task: str, repo_id: str, num_paramet
             f"    - type: {'mean_iou' if segmentation else 'accuracy'}",
             f"      value: {value}",
             f"      name: {metric}",
+            "      verified: false",
             "    source:",
-            f"      name: {json.dumps(figure_source)}",
-            "      url: https://github.com/whai362/PVT",
+            f"      name: {json.dumps('reported by the PVT authors: ' + figure_source)}",
+            f"      url: {figure_url}",
         ]
     metadata.append("---")
 
     architecture = variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
     head = "with the Semantic FPN head (FPN neck + FPN head, as in mmseg)" if segmentation else "image classifier"
     released = variant is not None and config.num_labels == (150 if segmentation else 1000)
+    # what the file is cannot be known from its shapes: say only what they show
     trained_on = (
-        f"trained on {'ADE20K' if segmentation else 'ImageNet-1K'} by the PVT authors"
+        f"with the {'ADE20K' if segmentation else 'ImageNet-1K'} classes and the architecture of the PVT authors' "
+        "released model"
         if released
         else f"with {config.num_labels} classes"
     )
     what = f"{architecture} {head}, {trained_on}"
     auto_class = "AutoModelForSemanticSegmentation" if segmentation else "AutoModelForImageClassification"
     figure_line = (
-        f"Official result: **{figure[1]}** {figure[0]} — source: {figure[2]}."
+        f"Reported by the PVT authors (not measured by pvt-hf): **{figure[1]}** {figure[0]}; source: {figure[2]}."
         if figure is not None
         else "The official READMEs report no figure for this architecture."
     )
@@ -135,11 +157,12 @@ def model_card(config, variant: str | None, task: str, repo_id: str, num_paramet
     body = f"""
 # {repo_id.split("/")[-1]}
 
-{what}, converted from the official checkpoint (`{source}`) with pvt-hf for
-Hugging Face transformers. The converted model reproduces the official code's outputs to fp32 rounding.
-{num_parameters / 1e6:.1f}M parameters.
+{what}, converted from `{source}` with pvt-hf for Hugging Face transformers. {num_parameters / 1e6:.1f}M parameters.
 
 {figure_line}
+
+{checks_paragraph(checks or {})} pvt-hf's implementation itself is tested against the official code's outputs
+(small models with random weights, in pvt-hf's test suite); this file's accuracy was not measured.
 
 ## Use with pvt-hf
 

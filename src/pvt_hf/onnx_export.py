@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .io_utils import apply_umask
+
 logger = logging.getLogger(__name__)
 
 # (batch, height, width) checked with onnxruntime: square, a non-square odd size, and another batch
@@ -133,11 +135,13 @@ def export_onnx(
         result = _export(model, wrapper, names, output_path, exporter, opset_version, example_size)
         if verify:
             result.errors = verify_onnx(wrapper, output_path, verify_sizes, smallest_size(model))
-            logger.info("onnxruntime vs PyTorch, max relative error per (batch, height, width): %s", result.errors)
+            # debug only: callers report `result.errors` (the CLI prints them once)
+            logger.debug("onnxruntime vs PyTorch, max relative error per (batch, height, width): %s", result.errors)
             if result.max_relative_error > tolerance:
                 raise ValueError(
                     f"The ONNX model disagrees with PyTorch: relative errors {result.errors} exceed {tolerance}."
                 )
+        apply_umask(output_path)  # mkstemp made it 0600
         os.replace(output_path, final_path)
         result.path = final_path
         return result
