@@ -1,3 +1,4 @@
+# Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
 """Configuration of the Pyramid Vision Transformer family: PVT v1, PVT v2 and PVT v2-linear."""
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ IGNORE_INDEX = 255  # label of padding, and of ADE20K's "other" class after `do_
 RESAMPLE_BY_NAME = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
-class PvtImageProcessorKwargs(ImagesKwargs, total=False):
+class PvtHfImageProcessorKwargs(ImagesKwargs, total=False):
     r"""
     resample (`int`, `PIL.Image.Resampling` or `str`, *optional*):
         Pillow filter for images, also by name (`"bicubic"`, `"bilinear"`, ...). Label maps use nearest neighbour.
@@ -83,7 +83,7 @@ class PvtHfImageProcessor(PilBackend):
     tensors unless `input_data_format` says otherwise. With `do_convert_rgb=False`, 1- or 4-channel images keep their
     channels (each resized on its own) and take an `image_mean` / `image_std` of as many values.
 
-    Settings beyond transformers' `ImagesKwargs` are described in [`PvtImageProcessorKwargs`]; in addition:
+    Settings beyond transformers' `ImagesKwargs` are described in [`PvtHfImageProcessorKwargs`]; in addition:
 
     - `size`: `{"shortest_edge": s}` (torchvision `Resize(s)`; an int means this), `{"shortest_edge": s,
       "longest_edge": l}` (mmcv's keep-ratio rescale into `(l, s)`) or `{"height": h, "width": w}` (a pair);
@@ -95,7 +95,7 @@ class PvtHfImageProcessor(PilBackend):
     `segmentation_maps`, `labels` (int64, `(batch, height, width)`, nearest-neighbour resized like the images).
     """
 
-    valid_kwargs = PvtImageProcessorKwargs
+    valid_kwargs = PvtHfImageProcessorKwargs
     model_input_names = ["pixel_values"]
 
     do_resize = True
@@ -115,7 +115,7 @@ class PvtHfImageProcessor(PilBackend):
     do_reduce_labels = False
     do_pad = False
 
-    def __init__(self, **kwargs: Unpack[PvtImageProcessorKwargs]) -> None:
+    def __init__(self, **kwargs: Unpack[PvtHfImageProcessorKwargs]) -> None:
         if "reduce_labels" in kwargs:  # the name older transformers processors use
             kwargs["do_reduce_labels"] = kwargs.pop("reduce_labels")
         if kwargs.pop("num_workers", None) is not None:
@@ -169,7 +169,7 @@ class PvtHfImageProcessor(PilBackend):
         # `do_pad` pads to the batch's largest image, so it needs no `pad_size` (which the generic check demands).
         super()._validate_preprocess_kwargs(**kwargs)
 
-    def preprocess(self, images, segmentation_maps=None, **kwargs: Unpack[PvtImageProcessorKwargs]) -> BatchFeature:
+    def preprocess(self, images, segmentation_maps=None, **kwargs: Unpack[PvtHfImageProcessorKwargs]) -> BatchFeature:
         r"""
         Preprocess an image or a batch of images, and optionally their segmentation maps.
 
@@ -368,6 +368,7 @@ class PvtHfImageProcessor(PilBackend):
 # The class's old name. Saved configs now name `PvtHfImageProcessor`: the old name is also transformers' own PVT
 # processor (squash-resize, no crop), which transformers would load silently whenever pvt_hf is not imported.
 PvtImageProcessor = PvtHfImageProcessor
+PvtImageProcessorKwargs = PvtHfImageProcessorKwargs  # the names before the rename
 
 
 def _describe(x) -> str:

@@ -1,9 +1,8 @@
+# Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
 """PyTorch Pyramid Vision Transformer: PVT v1, PVT v2 and PVT v2-linear, as in the official whai362/PVT code.
 
 Plain transformers modeling code. The fused CPU inference kernels live beside it in `fused_ops.py` and take over whole
 layers at one place (`PvtStage.forward`), only where they are exact and safe (`fused_forward_applies`)."""
-
-from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass

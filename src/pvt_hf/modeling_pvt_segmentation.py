@@ -1,7 +1,6 @@
+# Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
 """PVT + Semantic FPN (Kirillov et al., 2019) as the official PVT segmentation models build it with mmseg:
 an FPN neck and an FPNHead on the four stage maps of the PVT backbone."""
-
-from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
