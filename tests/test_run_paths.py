@@ -3,6 +3,7 @@ device maps, offloading (accelerate hooks, meta parameters), empty-weight init a
 autocast inference and training, PEFT LoRA. Outputs within fp32 rounding, or bf16/fp16 rounding, of the fp32 model."""
 
 import accelerate
+import peft
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSemanticSegmentation
@@ -113,7 +114,6 @@ def test_autocast_inference_and_training_step(saved):
 def test_peft_lora_trains_and_merges(variant):
     """LoRA on the attention and MLP linears: a few steps lower the loss; the merged model gives the unmerged
     model's outputs (the merged one runs the fused kernels again, the wrapped one the plain modules)."""
-    peft = pytest.importorskip("peft")
     torch.manual_seed(0)
     model = PvtForImageClassification(VARIANTS[variant]())
     lora = peft.LoraConfig(
@@ -141,7 +141,6 @@ def test_peft_lora_trains_and_merges(variant):
 def test_frozen_model_with_input_require_grads_and_gradient_checkpointing(variant):
     """What PEFT and frozen-backbone training do: `enable_input_require_grads` hooks the input embeddings (which must
     return a tensor), so gradients reach the trainable adapters through checkpointed layers."""
-    peft = pytest.importorskip("peft")
     torch.manual_seed(0)
     model = PvtForImageClassification(VARIANTS[variant]())
     model.gradient_checkpointing_enable()
