@@ -36,6 +36,13 @@ or a preset name (`pvt-v2-b0` ... `pvt-v2-b5`, `pvt-tiny` ...) for a new model; 
 ImageNet classifier weights into its encoder. The final model, its image processor and `all_results.json` are
 written to `--output_dir`; `AutoModelForSemanticSegmentation.from_pretrained(output_dir)` loads it (after
 `import pvt_hf`).
+
+`--decode_head` picks the segmentation head: `semantic-fpn` (default: the official PVT recipe,
+`PvtForSemanticSegmentation`) or `upernet` (transformers' `UperNetForSemanticSegmentation` with a PVT backbone, PSP +
+FPN head and an auxiliary FCN head on stage 3, `--head_config_overrides '{"hidden_size": 512}'` for its
+UperNetConfig fields). With `upernet`, `--model_name_or_path` is a preset (new model), a saved UperNet model (to
+fine-tune), or a pvt-hf PVT folder (a new UperNet on its encoder weights, as `--backbone_name_or_path`); the same
+data pipeline, optimiser, schedule, checkpoints and evaluation apply.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, get_polyn
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
 from pvt_hf import PRESETS, PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor
+from pvt_hf.composites import composite_config, load_pretrained_backbone, pvt_backbones
 from pvt_hf.metrics import MeanIoU
 
 logger = get_logger(__name__)
@@ -105,6 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--model_name_or_path", help=f"a pvt-hf folder or Hub id, or a preset name for a new model ({', '.join(PRESETS)})")
     model.add_argument("--backbone_name_or_path", help="a pvt-hf ImageNet classifier (folder or Hub id) whose encoder weights initialise a new model")
     model.add_argument("--config_overrides", type=json.loads, default=None, help='JSON of PvtConfig fields for a new model, e.g. \'{"neck_hidden_size": 64}\'')
+    model.add_argument("--decode_head", choices=["semantic-fpn", "upernet"], default="semantic-fpn", help="semantic-fpn: PvtForSemanticSegmentation (the official PVT recipe); upernet: transformers' UperNetForSemanticSegmentation with a PVT backbone")
+    model.add_argument("--head_config_overrides", type=json.loads, default=None, help='with --decode_head upernet: JSON of UperNetConfig fields for a new model, e.g. \'{"hidden_size": 256, "auxiliary_channels": 128}\'')
     model.add_argument("--gradient_checkpointing", action="store_true", help="recompute the encoder's activations in the backward pass (less memory)")
     model.add_argument("--torch_compile", action="store_true", help="torch.compile the training model (inductor)")
 
@@ -160,6 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("model_name_or_path", "backbone_name_or_path"):
         if missing_local_path(getattr(args, name)):
             parser.error(f"--{name} {getattr(args, name)}: no such file or directory")
+    if args.head_config_overrides and args.decode_head != "upernet":
+        parser.error("--head_config_overrides sets UperNetConfig fields: it needs --decode_head upernet")
     if len(args.crop_size) not in (1, 2):
         parser.error("--crop_size takes SIZE or HEIGHT WIDTH")
     args.crop_size = tuple(args.crop_size * 2 if len(args.crop_size) == 1 else args.crop_size)
@@ -441,14 +453,64 @@ def resolve_labels(args, source_labels_hint) -> dict[int, str] | None:
 
 # --------------------------------------------------------------------------------------------------------- model
 def init_new_classifier(model) -> None:
-    """mmseg's initialisation of a new decode head's classifier (`conv_seg`): normal, std 0.01, zero bias, so that a
-    new head starts with near-uniform predictions."""
-    torch.nn.init.normal_(model.decode_head.classifier.weight, std=0.01)
-    torch.nn.init.zeros_(model.decode_head.classifier.bias)
+    """mmseg's initialisation of a new decode head's classifier (`conv_seg`, and the auxiliary head's): normal, std
+    0.01, zero bias, so that a new head starts with near-uniform predictions."""
+    for head in (model.decode_head, getattr(model, "auxiliary_head", None)):
+        if head is not None:
+            torch.nn.init.normal_(head.classifier.weight, std=0.01)
+            torch.nn.init.zeros_(head.classifier.bias)
+
+
+def ade20k_labels(id2label: dict[int, str] | None) -> dict[int, str]:
+    if id2label is None:
+        from pvt_hf.conversion import load_label_names
+
+        id2label = dict(enumerate(load_label_names("ade20k")))
+    return id2label
+
+
+def build_upernet(args, id2label: dict[int, str] | None):
+    """--decode_head upernet: a new UperNet on a PVT backbone (preset, or a pvt-hf folder whose encoder weights are
+    loaded), or a saved UperNet model to fine-tune (a new classifier when the classes differ)."""
+    from transformers import UperNetForSemanticSegmentation
+
+    overrides, head_overrides = dict(args.config_overrides or {}), dict(args.head_config_overrides or {})
+    source = args.model_name_or_path
+    if source is not None and source not in PRESETS:
+        config = AutoConfig.from_pretrained(source)
+        if config.model_type == "upernet":
+            new_head = id2label is not None and {int(k): v for k, v in config.id2label.items()} != id2label
+            if new_head:
+                config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
+            model = UperNetForSemanticSegmentation.from_pretrained(source, config=config, ignore_mismatched_sizes=True)
+            if new_head:
+                init_new_classifier(model)
+            return model, {int(k): v for k, v in model.config.id2label.items()}
+        if config.model_type != PvtConfig.model_type:
+            raise ValueError(f"--model_name_or_path {source} is a {config.model_type!r} model: --decode_head upernet takes a preset, a pvt-hf PVT folder or an UperNet model")
+        if args.backbone_name_or_path:
+            raise ValueError(f"--model_name_or_path {source} is a PVT model, whose encoder becomes the backbone: leave out --backbone_name_or_path {args.backbone_name_or_path}")
+    id2label = ade20k_labels(id2label)
+    architecture = source if source is not None else args.backbone_name_or_path
+    weights = args.backbone_name_or_path or (source if source not in PRESETS else None)
+    config = composite_config(
+        "upernet", architecture, backbone_overrides=overrides, id2label=id2label,
+        label2id={v: k for k, v in id2label.items()}, loss_ignore_index=IGNORE_INDEX, **head_overrides,
+    )  # fmt: skip
+    model = UperNetForSemanticSegmentation(config)
+    if weights:
+        try:
+            load_pretrained_backbone(model, weights)
+        except ValueError as error:
+            raise ValueError(f"--backbone_name_or_path {weights}: {error}") from error
+    init_new_classifier(model)
+    return model, id2label
 
 
 def build_model(args, id2label: dict[int, str] | None):
     """The model to train and its final id2label; a new classifier is initialised as mmseg does."""
+    if args.decode_head == "upernet":
+        return build_upernet(args, id2label)
     overrides = dict(args.config_overrides or {})
     if args.model_name_or_path in PRESETS or (args.model_name_or_path is None and args.backbone_name_or_path):
         if id2label is None:
@@ -470,6 +532,8 @@ def build_model(args, id2label: dict[int, str] | None):
         return model, id2label
     # A pvt-hf folder or Hub id: keep its head if the classes are the same, else a new classifier.
     config = AutoConfig.from_pretrained(args.model_name_or_path, **overrides)
+    if config.model_type == "upernet":
+        raise ValueError(f"--model_name_or_path {args.model_name_or_path} is an UperNet model: pass --decode_head upernet")
     new_head = id2label is not None and {int(k): v for k, v in config.id2label.items()} != id2label
     if new_head:
         config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
@@ -667,7 +731,9 @@ def main(argv: list[str] | None = None) -> dict:
     model, id2label = build_model(args, id2label)
     num_labels = len(id2label)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # UperNet does not support it itself: its PVT backbone (the bulk of the activations) is checkpointed alone.
+        for module in [model] if model.supports_gradient_checkpointing else pvt_backbones(model):
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if accelerator.num_processes > 1 and accelerator.device.type != "cpu":
         # Statistics over the whole batch, as the official SyncBN (torch's SyncBatchNorm needs GPU-like devices).
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

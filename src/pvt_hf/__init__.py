@@ -13,6 +13,7 @@ from transformers import (
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
+from .composites import composite_config, load_pretrained_backbone, pvt_backbone_config
 from .configuration_pvt import PRESETS, PvtConfig
 from .image_processing_pvt import PvtHfImageProcessor, PvtImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
@@ -68,4 +69,7 @@ __all__ = [
     "PvtImageProcessor",
     "PvtModel",
     "PvtPreTrainedModel",
+    "composite_config",
+    "load_pretrained_backbone",
+    "pvt_backbone_config",
 ]
