@@ -70,7 +70,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, get_polynomial_decay_schedule_with_warmup
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
-from pvt_hf import PRESETS, PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor
+from pvt_hf import PRESETS, PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor, match_gradient_layout
 from pvt_hf.composites import composite_config, load_pretrained_backbone, pvt_backbones
 from pvt_hf.metrics import MeanIoU
 
@@ -574,20 +574,6 @@ def checkpoint_problems(path: Path) -> list[str]:
             problems.append(f"{name} has {file.stat().st_size} bytes, {size} were written")
     return problems
 
-
-def match_gradient_layout(model: torch.nn.Module) -> None:
-    """Store each 4-D (convolution) weight whose default and channels-last strides differ only in size-1 dimensions
-    (1x1 and depth-wise kernels) with the channels-last strides. The model runs these convolutions on channels-last
-    maps (views of its tokens), so autograd gives their gradients channels-last strides; DDP's gradient buckets take
-    the parameters' strides, and a mismatch costs a copy per step (and the warning "Grad strides do not match bucket
-    view strides"). The memory order of the values is the same either way, so nothing else changes."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() != 4 or not parameter.is_contiguous(memory_format=torch.channels_last):
-                continue
-            channels_last = torch.empty_like(parameter, memory_format=torch.channels_last)
-            if parameter.is_contiguous() and channels_last.stride() != parameter.stride():
-                parameter.set_(channels_last.copy_(parameter))
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, extra: dict, total_limit: int | None) -> Path:

@@ -61,7 +61,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
-from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification, PvtImageProcessor
+from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification, PvtImageProcessor, match_gradient_layout
 
 logger = logging.getLogger(__name__)
 
@@ -549,20 +549,6 @@ def image_processor_for(model_args: ModelArguments, data_args: DataArguments, mo
             logger.info(f"{model_args.model_name_or_path} has no image processor: the official one at {model.config.image_size}px")
     return PvtImageProcessor(crop_size=model.config.image_size, crop_pct=data_args.crop_pct)
 
-
-def match_gradient_layout(model: torch.nn.Module) -> None:
-    """Store each 4-D (convolution) weight whose default and channels-last strides differ only in size-1 dimensions
-    (1x1 and depth-wise kernels) with the channels-last strides. The model runs these convolutions on channels-last
-    maps (views of its tokens), so autograd gives their gradients channels-last strides; DDP's gradient buckets take
-    the parameters' strides, and a mismatch costs a copy per step (and the warning "Grad strides do not match bucket
-    view strides"). The memory order of the values is the same either way, so nothing else changes."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() != 4 or not parameter.is_contiguous(memory_format=torch.channels_last):
-                continue
-            channels_last = torch.empty_like(parameter, memory_format=torch.channels_last)
-            if parameter.is_contiguous() and channels_last.stride() != parameter.stride():
-                parameter.set_(channels_last.copy_(parameter))
 
 
 def resolve_checkpoint(training_args: TrainingArguments) -> str | None:

@@ -72,7 +72,7 @@ from transformers import (
 from transformers.utils import is_torchvision_available
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
-from pvt_hf import PRESETS
+from pvt_hf import PRESETS, match_gradient_layout
 from pvt_hf.composites import composite_config, load_pretrained_backbone
 
 logger = logging.getLogger(__name__)
@@ -588,18 +588,6 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
         logger.info(f"Loaded the PVT backbone weights of {backbone}")
     return model, default_processor(model_type, data_args.image_size)
 
-
-def match_gradient_layout(model: torch.nn.Module) -> None:
-    """Store 4-D weights whose default and channels-last strides differ only in size-1 dimensions (1x1 and depth-wise
-    kernels) channels-last, as their gradients come (PVT runs these convolutions on channels-last maps): DDP's
-    gradient buckets then match them (no copy per step, no "Grad strides do not match bucket view strides")."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() != 4 or not parameter.is_contiguous(memory_format=torch.channels_last):
-                continue
-            channels_last = torch.empty_like(parameter, memory_format=torch.channels_last)
-            if parameter.is_contiguous() and channels_last.stride() != parameter.stride():
-                parameter.set_(channels_last.copy_(parameter))
 
 
 def resolve_checkpoint(training_args: TrainingArguments) -> str | None:

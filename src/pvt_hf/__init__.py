@@ -16,7 +16,7 @@ from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPI
 from .composites import composite_config, load_pretrained_backbone, pvt_backbone_config
 from .configuration_pvt import PRESETS, PvtConfig
 from .image_processing_pvt import PvtHfImageProcessor, PvtImageProcessor
-from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
+from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel, match_gradient_layout
 from .modeling_pvt_segmentation import PvtForSemanticSegmentation
 
 __version__ = "0.1.0"
@@ -71,5 +71,6 @@ __all__ = [
     "PvtPreTrainedModel",
     "composite_config",
     "load_pretrained_backbone",
+    "match_gradient_layout",
     "pvt_backbone_config",
 ]

@@ -33,6 +33,22 @@ def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor
     return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
+def match_gradient_layout(model: nn.Module) -> None:
+    """Store each 4-D (convolution) weight whose default and channels-last strides differ only in size-1 dimensions
+    (1x1 and depth-wise kernels, here and in the heads that read PVT's maps) with the channels-last strides. PVT's maps
+    are channels-last views of its tokens (`tokens_to_map`), so autograd gives these weights' gradients channels-last
+    strides; DDP's gradient buckets take the parameters' strides, and a mismatch costs a copy per step (and the warning
+    "Grad strides do not match bucket view strides"). The values' memory order is the same either way: nothing else
+    changes. Call it on the model before wrapping it for distributed training."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() != 4 or not parameter.is_contiguous(memory_format=torch.channels_last):
+                continue
+            channels_last = torch.empty_like(parameter, memory_format=torch.channels_last)
+            if parameter.is_contiguous() and channels_last.stride() != parameter.stride():
+                parameter.set_(channels_last.copy_(parameter))
+
+
 def recording_outputs(name: str) -> bool:
     """Whether transformers' output capture (`capture_outputs`) is recording `name` (e.g. "attentions") right now."""
     collected = _active_collector.get()
@@ -561,4 +577,11 @@ class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
         return BackboneOutput(feature_maps=feature_maps, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
 
 
-__all__ = ["PvtPreTrainedModel", "PvtEncoder", "PvtModel", "PvtForImageClassification", "PvtBackbone"]
+__all__ = [
+    "PvtPreTrainedModel",
+    "PvtEncoder",
+    "PvtModel",
+    "PvtForImageClassification",
+    "PvtBackbone",
+    "match_gradient_layout",
+]
