@@ -314,10 +314,11 @@ class PvtStage(nn.Module):
                 embeddings = torch.cat([cls_embedding, embeddings], dim=1)
             embeddings = self.position_dropout(embeddings)
 
+        # The one place where the fused CPU inference kernels take over (see `fused_ops`); recorded attention weights
+        # come from the plain modules.
+        may_fuse = not recording_outputs("attentions")
         for layer in self.layers:
-            # The one place where the fused CPU inference kernels take over (see `fused_ops`); recorded attention
-            # weights come from the plain modules.
-            if not recording_outputs("attentions") and fused_forward_applies(layer, embeddings):
+            if may_fuse and fused_forward_applies(layer, embeddings):
                 embeddings = fused_layer_forward(layer, embeddings, height, width)
             else:
                 embeddings = layer(embeddings, height, width, **kwargs)
