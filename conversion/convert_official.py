@@ -9,7 +9,7 @@ Every option of `pvt-hf convert --help` applies.
 
 import sys
 
-from pvt_hf.cli import main
+from pvt_hf_cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["convert", *sys.argv[1:]]))

@@ -72,6 +72,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, get_polyn
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
 from pvt_hf import PRESETS, PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor, match_gradient_layout
 from pvt_hf.composites import composite_config, load_pretrained_backbone, pvt_backbones
+from pvt_hf.evaluation import Subset
 from pvt_hf.metrics import MeanIoU
 
 logger = get_logger(__name__)
@@ -91,6 +92,46 @@ def missing_local_path(value: str | None) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------- arguments
+class PeakMemory:
+    """The training loop's peak memory: on CUDA the allocator's peak; on the CPU (Linux) the process's resident
+    high-water mark, reset when training starts (/proc/self/clear_refs). `above_start` leaves out what was there when
+    training started (the model, the data in memory): gradients, optimizer state and activations."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.start = torch.cuda.memory_allocated(device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:  # not Linux, or not allowed: the high-water mark since the process started
+                pass
+            self.start = self._status_bytes("VmRSS")
+
+    @staticmethod
+    def _status_bytes(field: str) -> int | None:
+        try:
+            match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+        except OSError:
+            return None
+        return int(match.group(1)) * 1024 if match else None
+
+    def peak(self) -> int | None:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return self._status_bytes("VmHWM")
+
+    def summary(self) -> dict[str, float]:
+        peak = self.peak()
+        if peak is None:
+            return {}
+        result = {"peak_memory_gb": round(peak / 2**30, 3)}
+        if self.start is not None:
+            result["peak_memory_above_start_gb"] = round(max(peak - self.start, 0) / 2**30, 3)
+        return result
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Train or fine-tune a PVT Semantic FPN model on ADE20K-style data (official recipe by default).",
@@ -116,6 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--decode_head", choices=["semantic-fpn", "upernet"], default="semantic-fpn", help="semantic-fpn: PvtForSemanticSegmentation (the official PVT recipe); upernet: transformers' UperNetForSemanticSegmentation with a PVT backbone")
     model.add_argument("--head_config_overrides", type=json.loads, default=None, help='with --decode_head upernet: JSON of UperNetConfig fields for a new model, e.g. \'{"hidden_size": 256, "auxiliary_channels": 128}\'')
     model.add_argument("--gradient_checkpointing", action="store_true", help="recompute the encoder's activations in the backward pass (less memory)")
+    model.add_argument("--lean_training", action=argparse.BooleanOptionalAction, default=True, help="PVT's memory-lean training path (config.lean_training; about half the activation memory, the same gradients); --no-lean_training runs the plain modules")
     model.add_argument("--torch_compile", action="store_true", help="torch.compile the training model (inductor)")
 
     aug = parser.add_argument_group("training pipeline")
@@ -260,17 +302,6 @@ class HubSource:
             except Exception:  # not an Image column
                 files.append(f"column {column}")
         return ", ".join(files)
-
-
-class Subset:
-    def __init__(self, source, count: int):
-        self.source, self.count = source, min(count, len(source))
-
-    def __len__(self) -> int:
-        return self.count
-
-    def load(self, index: int):
-        return self.source.load(index)
 
 
 def load_sources(args) -> tuple:
@@ -716,6 +747,8 @@ def main(argv: list[str] | None = None) -> dict:
     id2label = resolve_labels(args, None)
     model, id2label = build_model(args, id2label)
     num_labels = len(id2label)
+    for config in {id(c): c for c in [model.config, *(b.config for b in pvt_backbones(model))] if isinstance(c, PvtConfig)}.values():
+        config.lean_training = args.lean_training
     if args.gradient_checkpointing:
         # UperNet does not support it itself: its PVT backbone (the bulk of the activations) is checkpointed alone.
         for module in [model] if model.supports_gradient_checkpointing else pvt_backbones(model):
@@ -785,8 +818,7 @@ def main(argv: list[str] | None = None) -> dict:
     history, last_scores, last_loss, step_times = [], None, None, []
     model.train()
     step_start = time.perf_counter()
-    if accelerator.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(accelerator.device)
+    peak_memory = PeakMemory(accelerator.device)
     for epoch in range(starting_epoch, num_epochs):
         if completed_steps >= args.max_train_steps:
             break
@@ -824,7 +856,11 @@ def main(argv: list[str] | None = None) -> dict:
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
                 if report_to is not None:
                     accelerator.log({"train/loss": mean_loss, "train/learning_rate": lr}, step=completed_steps)
-                logger.info(f"step {completed_steps}: loss {mean_loss:.4f}, lr {lr:.3e}")
+                memory = peak_memory.summary()
+                memory_text = f", peak memory {memory['peak_memory_gb']:.3f} GiB" if memory else ""
+                if "peak_memory_above_start_gb" in memory:
+                    memory_text += f" ({memory['peak_memory_above_start_gb']:.3f} GiB above the start of training)"
+                logger.info(f"step {completed_steps}: loss {mean_loss:.4f}, lr {lr:.3e}{memory_text}")
             train_time += time.perf_counter() - step_start
             step_times.append((train_time, images_seen))
             if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
@@ -840,6 +876,7 @@ def main(argv: list[str] | None = None) -> dict:
             if completed_steps >= args.max_train_steps:
                 break
     progress.close()
+    training_memory = peak_memory.summary()  # before the final evaluation
 
     results = {"step": completed_steps}
     if args.do_eval:
@@ -860,8 +897,8 @@ def main(argv: list[str] | None = None) -> dict:
         (t0, n0), (t1, n1) = step_times[len(step_times) // 4], step_times[-1]
         if t1 > t0:
             results["train_samples_per_second_steady"] = round((n1 - n0) / (t1 - t0), 3)
-    if accelerator.device.type == "cuda":
-        results["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(accelerator.device) / 2**30, 3)
+    results.update(training_memory)
+    results["lean_training"] = args.lean_training
     results["total_train_batch_size"] = total_batch_size
     results["num_processes"] = accelerator.num_processes
     if history:

@@ -28,7 +28,7 @@ def reference_case(name: str) -> tuple[dict, dict]:
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """Reference checkpoints converted with the real CLI, once per session: name -> output folder."""
-    from pvt_hf.cli import main
+    from pvt_hf_cli import main
 
     root = tmp_path_factory.mktemp("converted")
     folders = {}

@@ -24,7 +24,7 @@ def test_quick_run_writes_its_section(tmp_path, capsys):
     argv = [
         "--quick", "--models", "pvt-v2-b0", "--sizes", "64", "--batch-sizes", "1", "--rounds", "2",
         "--contenders", "transformers,plain", "--train", "64x1", "--train-models", "pvt-v2-b0", "--train-rounds", "1",
-        "--section", "test", "--write-results", str(results),
+        "--train-memory", "in-process", "--section", "test", "--write-results", str(results),
     ]  # fmt: skip
     checkout_results = benchmark.RESULTS_FILE.read_bytes() if benchmark.RESULTS_FILE.exists() else None
     assert main(argv[:-2]) == 0  # without --write-results: printed only
@@ -55,6 +55,16 @@ def test_quick_run_writes_its_section(tmp_path, capsys):
     assert main(argv) == 0
     assert results.read_text().count("<!-- benchmark:test begin -->") == 1
     assert "Kept prose." in results.read_text()
+
+
+def test_training_memory_in_a_fresh_process():
+    """A training contender's memory comes from a process of its own: its peak above the model and optimizer state."""
+    args = benchmark.build_parser().parse_args(["--contenders", "transformers"])
+    args.contenders = {"transformers"}
+    memory = benchmark.isolated_training_memory("pvt-v2-b0", 64, 2, True, f"{OURS} lean off", args)
+    assert memory is not None and memory > 0
+    with pytest.raises(RuntimeError, match="the memory process failed"):
+        benchmark.isolated_training_memory("pvt-v2-b0", 64, 2, False, "no such contender", args)
 
 
 def test_write_section_replaces_only_its_own(tmp_path):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import REFERENCE
-from pvt_hf.cli import main
+from pvt_hf_cli import main
 from pvt_hf.conversion import ConversionError, convert_official_state_dict
 from pvt_hf.io_utils import OutputExistsError, atomic_output_dir
 
@@ -40,7 +40,7 @@ def one_line_error(capsys, command="convert"):
 def cli_process(*argv, **kwargs):
     """`pvt-hf ...` in a process of its own (offline), as users run it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.Popen([sys.executable, "-m", "pvt_hf.cli", *argv], env=env, text=True, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "pvt_hf_cli", *argv], env=env, text=True, **kwargs)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -358,25 +358,31 @@ def test_random_option_values_on_the_command_line(tmp_path_factory, option, valu
 
 
 def test_help_imports_neither_torch_nor_transformers():
-    # The package's __init__ registers the Auto classes (and imports transformers); the CLI module itself must not
-    # import them before the arguments are parsed, so `pvt-hf --help` costs only argparse.
+    # `import pvt_hf` registers the Auto classes (and imports transformers and torch); the console script's package,
+    # pvt_hf_cli, must not import it before a command runs, so `pvt-hf --help` costs only argparse.
     script = (
-        "import sys, types\n"
-        f"package = types.ModuleType('pvt_hf'); package.__path__ = [{str(ROOT / 'src' / 'pvt_hf')!r}]\n"
-        "sys.modules['pvt_hf'] = package\n"
-        "from pvt_hf.cli import build_parser\n"
-        "parser = build_parser()\n"
-        "for argv in (['--help'], ['convert', '--help'], ['export-onnx', '--help'], ['demo', '--help']):\n"
+        "import sys\n"
+        "from pvt_hf_cli import main\n"
+        "for argv in (['--help'], *([name, '--help'] for name in ('convert', 'predict', 'export-onnx', 'demo'))):\n"
         "    try:\n"
-        "        parser.parse_args(argv)\n"
-        "    except SystemExit:\n"
-        "        pass\n"
-        "heavy = sorted(name for name in ('torch', 'transformers', 'numpy', 'PIL') if name in sys.modules)\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, argv\n"
+        "heavy = sorted(name for name in ('pvt_hf', 'torch', 'transformers', 'numpy', 'PIL') if name in sys.modules)\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stderr, result.stderr[-2000:]
+    assert "convert" in result.stdout and "export-onnx" in result.stdout
+
+
+def test_console_script_help_answers():
+    script = Path(sys.executable).with_name("pvt-hf")
+    if not script.exists():
+        pytest.skip("the pvt-hf console script is not installed beside this interpreter")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "usage: pvt-hf" in result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("paths", [["a.pth"], ["a.pth", "b", "c"], ["--all", "dir", "a", "b"]])
@@ -389,8 +395,8 @@ def test_wrong_number_of_paths_is_a_usage_error(capsys, paths):
 
 
 def test_help_choices_are_the_library_ones():
-    from pvt_hf import cli
     from pvt_hf.conversion import TASKS
+    from pvt_hf_cli import _common as cli
     from pvt_hf.hub import DTYPES
 
     assert cli.TASK_CHOICES == TASKS and sorted(cli.DTYPE_CHOICES) == sorted(DTYPES)

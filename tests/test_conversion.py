@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REFERENCE
-from pvt_hf.cli import main
+from pvt_hf_cli import main
 from pvt_hf.conversion import ConversionError, convert_official_state_dict, rename_official_key
 
 MANIFESTS = json.loads((REFERENCE / "official_manifests.json").read_text())
@@ -115,7 +115,7 @@ def test_cli_refuses_bad_input_and_leaves_nothing_behind(tmp_path, capsys):
 
 def test_console_script_runs(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pvt_hf.cli", "convert", str(REFERENCE / "pvt_v1_mini_cls.pth"), str(tmp_path / "o"),
+        [sys.executable, "-m", "pvt_hf_cli", "convert", str(REFERENCE / "pvt_v1_mini_cls.pth"), str(tmp_path / "o"),
          "--official-args", json.dumps(json.loads((REFERENCE / "pvt_v1_mini_cls.json").read_text())["official_args"])],
         capture_output=True, text=True,
     )  # fmt: skip

@@ -256,6 +256,22 @@ def test_ade20k_resume_is_exact(tmp_path, ade_full_run):
     assert not [p.name for p in full.iterdir() if p.name.startswith(".")]  # no staging folders left
     run(ade20k(*common, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", full / "step_2"))
     assert same_weights(full, tmp_path / "resumed")
+    # the run trained on the memory-lean path (the default), and reports the training loop's peak memory
+    results = json.loads((full / "all_results.json").read_text())
+    assert results["lean_training"] is True and json.loads((full / "config.json").read_text())["lean_training"] is True
+    assert 0 < results["peak_memory_above_start_gb"] < results["peak_memory_gb"]
+
+
+def test_ade20k_without_the_lean_path_trains_the_same(tmp_path, ade_full_run):
+    """--no-lean_training runs the plain modules: the same weights after 5 steps up to fp32 rounding, logged peak
+    memory."""
+    common, full = ade_full_run
+    result = run(ade20k(*common, "--output_dir", tmp_path / "plain", "--no-lean_training", "--logging_steps", 5))
+    assert re.search(r"step 5: loss [\d.]+, lr [\d.e+-]+, peak memory [\d.]+ GiB \([\d.]+ GiB above the start", result.stderr)
+    assert json.loads((tmp_path / "plain" / "all_results.json").read_text())["lean_training"] is False
+    lean, plain = load_file(full / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    worst = max(((lean[k] - plain[k]).norm() / plain[k].norm().clamp_min(1e-12)).item() for k in plain if plain[k].is_floating_point())
+    assert worst <= 1e-4, worst
 
 
 def test_ade20k_resume_skips_damaged_checkpoints(tmp_path, ade_full_run):
@@ -506,7 +522,7 @@ def test_demo_model_is_small_and_documented():
 
 def test_demo_runs_offline(tmp_path, capsys):
     """`pvt-hf demo` (the README's first command; `python -m pvt_hf.demo` is the same)."""
-    from pvt_hf.cli import main
+    from pvt_hf_cli import main
 
     assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--json"]) == 0
     captured = capsys.readouterr()
@@ -521,7 +537,7 @@ def test_demo_runs_offline(tmp_path, capsys):
 
 
 def test_demo_keeps_an_existing_output_dir_without_force(tmp_path, capsys):
-    from pvt_hf.cli import main
+    from pvt_hf_cli import main
 
     existing = tmp_path / "demo"
     existing.mkdir()

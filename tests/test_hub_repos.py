@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REFERENCE
-from pvt_hf.cli import main
+from pvt_hf_cli import main
 from pvt_hf.conversion import rename_official_key
 from pvt_hf.model_card import ADE20K_MIOU, IMAGENET_TOP1_AND_PARAMS
 
@@ -54,8 +54,8 @@ def test_every_release_becomes_a_complete_repo(scratch, index, name):
     repo = tmp_path / "repo"
     files = sorted(p.name for p in repo.iterdir())
     expected = {
-        "README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py", "fused_ops.py",
-        "preprocessor_config.json", "image_processing_pvt.py",
+        "README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py", "fused_ops.py", "lean_training.py",
+        "input_channels.py", "preprocessor_config.json", "image_processing_pvt.py",
     }  # fmt: skip
     assert expected <= set(files), files
     assert segmentation == ("modeling_pvt_segmentation.py" in files)
@@ -119,7 +119,7 @@ def test_push_dry_run_and_offline_push(tmp_path, caplog, capsys, monkeypatch):
     assert main([base[0], base[1], str(tmp_path / "a"), *base[2:], "--push-to-hub", "org/pvt-mini", "--dry-run"]) == 0
     assert (
         "Would upload to org/pvt-mini: README.md, config.json, configuration_pvt.py, fused_ops.py, image_processing_pvt.py, "
-        "model.safetensors, modeling_pvt.py, preprocessor_config.json" in caplog.text
+        "input_channels.py, lean_training.py, model.safetensors, modeling_pvt.py, preprocessor_config.json" in caplog.text
     )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main([base[0], base[1], str(tmp_path / "b"), *base[2:], "--push-to-hub", "org/pvt-mini"]) == 1

@@ -685,6 +685,24 @@ def test_four_channel_images_without_rgb_conversion(tmp_path):
     # converting (the default) composites the alpha channel on white: 3 channels
     assert PvtImageProcessor()(rgba, return_tensors="pt")["pixel_values"].shape == (1, 3, 224, 224)
 
+def test_image_files_keep_their_channels_without_rgb_conversion(tmp_path):
+    """A grayscale or RGBA file given by path is processed as the same image in memory: its channels are kept."""
+    gray = skimage_data.camera()[:300, :451]
+    rgba = np.random.default_rng(2).integers(0, 256, (240, 320, 4), dtype=np.uint8)
+    PIL.Image.fromarray(gray).save(tmp_path / "gray.png")
+    PIL.Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    one = PvtImageProcessor(do_convert_rgb=False, image_mean=[0.449], image_std=[0.226])
+    from_file = one(str(tmp_path / "gray.png"), return_tensors="pt")["pixel_values"]
+    assert from_file.shape == (1, 1, 224, 224)
+    torch.testing.assert_close(from_file, one(gray, return_tensors="pt")["pixel_values"], rtol=0, atol=0)
+    four = PvtImageProcessor(do_convert_rgb=False, image_mean=0.5, image_std=0.25)
+    from_file = four(tmp_path / "rgba.png", return_tensors="pt")["pixel_values"]
+    assert from_file.shape == (1, 4, 224, 224)
+    torch.testing.assert_close(from_file, four(rgba, return_tensors="pt")["pixel_values"], rtol=0, atol=0)
+    # converting (the default) still reads every file as RGB
+    assert PvtImageProcessor()(str(tmp_path / "gray.png"), return_tensors="pt")["pixel_values"].shape[1] == 3
+
+
 
 def test_explicit_none_settings_survive_save_and_load(tmp_path):
     proc = PvtImageProcessor(do_resize=None)

@@ -1,17 +1,23 @@
 """ONNX export: dynamic batch/height/width, onnxruntime against PyTorch, the `pvt-hf export-onnx` command."""
 
+import os
+import stat
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from pvt_hf import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation, PvtModel
-from pvt_hf.cli import main
+from pvt_hf_cli import main
 
 from test_modeling import tiny_config
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from pvt_hf.io_utils import OutputExistsError, atomic_output_file  # noqa: E402
 from pvt_hf.onnx_export import _TensorOutputs, export_onnx  # noqa: E402
 
 # (batch, height, width): square, non-square, not multiples of 32 (nor of 4), several batch sizes
@@ -60,6 +66,14 @@ def test_export_matches_pytorch_at_any_size_and_batch(name, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no leftovers
 
 
+def test_export_verifies_a_model_of_other_channels(tmp_path):
+    model = PvtForImageClassification(tiny_config(2, num_channels=1)).eval()
+    result = export_onnx(model, tmp_path / "gray.onnx", verify_sizes=((2, 64, 48),))
+    assert list(result.errors) == [(2, 64, 48)] and result.max_relative_error <= 1e-4
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1] == 1
+
+
 def test_export_leaves_the_model_as_it_was(tmp_path):
     model = PvtForImageClassification(tiny_config(2)).train()
     export_onnx(model, tmp_path / "model.onnx", verify=False)
@@ -69,8 +83,10 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
 def test_failed_verification_leaves_no_file_and_keeps_the_old_one(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"old")
+    with pytest.raises(OutputExistsError, match="already exists"):  # without force: refused before any work
+        export_onnx(PvtForImageClassification(tiny_config(2)), path, verify=False)
     with pytest.raises(ValueError, match="disagrees with PyTorch"):
-        export_onnx(PvtForImageClassification(tiny_config(2)), path, tolerance=-1.0)
+        export_onnx(PvtForImageClassification(tiny_config(2)), path, tolerance=-1.0, force=True)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
@@ -104,3 +120,71 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
     assert main(["export-onnx", "pvt-v2-b0", str(tmp_path)]) == 1
     assert "is a folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Concurrent and interrupted runs: the lock and the staging cleanup of `io_utils`, as for `convert`
+
+
+def _saved_tiny_model(tmp_path):
+    folder = tmp_path / "model"
+    PvtForImageClassification(tiny_config(2)).save_pretrained(folder)
+    return folder
+
+
+def test_cli_refuses_a_file_another_process_is_writing(tmp_path, capsys):
+    folder, output = _saved_tiny_model(tmp_path), tmp_path / "out" / "model.onnx"
+    capsys.readouterr()  # save_pretrained's progress bar
+    with atomic_output_file(output) as staging:  # holds `.model.onnx.lock`, as a running export does
+        staging.write_bytes(b"the other writer's file")
+        assert main(["export-onnx", str(folder), str(output), "--no-verify"]) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("pvt-hf export-onnx: error:") and len(error.splitlines()) == 1
+        assert "being written by another process" in error and ".model.onnx.lock" in error
+        assert sorted(p.name for p in output.parent.iterdir()) == sorted([".model.onnx.lock", staging.name])  # wrote nothing
+        # --force does not override a lock: the other run's file is not replaced under it
+        assert main(["export-onnx", str(folder), str(output), "--no-verify", "--force"]) == 1
+        assert "being written by another process" in capsys.readouterr().err
+    assert output.read_bytes() == b"the other writer's file"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["model.onnx"]
+
+
+def test_cli_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsys):
+    folder, output = _saved_tiny_model(tmp_path), tmp_path / "model.onnx"
+    # The pid of a process that has exited, as a killed export's would be.
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    stale = tmp_path / f".model.onnx.incomplete-{dead_pid}-ab12"
+    stale.write_bytes(b"half an ONNX file")
+    live_owner = tmp_path / f".model.onnx.incomplete-{os.getpid()}-cd34"  # a running process's: not ours to remove
+    live_owner.write_bytes(b"in progress")
+    other_target = tmp_path / f".other.onnx.incomplete-{dead_pid}-ef56"  # another target's: not ours to remove
+    other_target.write_bytes(b"other")
+
+    assert main(["export-onnx", str(folder), str(output), "--no-verify"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live_owner.name, other_target.name, "model", "model.onnx"])
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert [node.name for node in session.get_outputs()] == ["logits"]
+
+
+def test_atomic_output_file_keeps_the_old_file_on_failure_and_uses_the_umask(tmp_path):
+    path = tmp_path / "result.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="failed half-way"):
+        with atomic_output_file(path, force=True) as staging:
+            staging.write_bytes(b"partial")
+            raise RuntimeError("failed half-way")
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["result.bin"]
+    with pytest.raises(FileNotFoundError, match="nothing was written"):
+        with atomic_output_file(path, force=True):
+            pass
+    assert path.read_bytes() == b"old"
+
+    old_umask = os.umask(0o027)
+    try:
+        with atomic_output_file(path, force=True) as staging:
+            staging.write_bytes(b"new")
+            staging.chmod(0o600)  # as `mkstemp` and some writers leave it
+    finally:
+        os.umask(old_umask)
+    assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.bin"]

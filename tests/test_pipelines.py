@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
 import pvt_hf  # noqa: F401
-from pvt_hf.cli import main
+from pvt_hf_cli import main
 from test_remote_code import make_hub_cache
 
 def same_predictions(got, want):
@@ -101,7 +101,7 @@ def test_predict_cli(classifier_folder, tmp_path, capsys):
 
 def test_predict_console_script_reports_a_bad_model(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pvt_hf.cli", "predict", "x.jpg", "--model", str(tmp_path / "nothing")],
+        [sys.executable, "-m", "pvt_hf_cli", "predict", "x.jpg", "--model", str(tmp_path / "nothing")],
         capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""},
     )  # fmt: skip
     assert result.returncode == 1 and "pvt-hf predict: error:" in result.stderr and "Traceback" not in result.stderr

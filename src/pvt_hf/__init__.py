@@ -15,6 +15,7 @@ from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPI
 
 from .composites import composite_config, load_pretrained_backbone, pvt_backbone_config
 from .configuration_pvt import PRESETS, PvtConfig
+from .flops import count_flops
 from .image_processing_pvt import PvtHfImageProcessor, PvtImageProcessor
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel, match_gradient_layout
 from .modeling_pvt_segmentation import PvtForSemanticSegmentation
@@ -70,6 +71,7 @@ __all__ = [
     "PvtModel",
     "PvtPreTrainedModel",
     "composite_config",
+    "count_flops",
     "load_pretrained_backbone",
     "match_gradient_layout",
     "pvt_backbone_config",

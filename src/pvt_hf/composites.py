@@ -47,7 +47,7 @@ ARCHITECTURE_FIELDS = (
 # Architecture fields that a backbone's weights do not fix (they may differ between a checkpoint and a composite).
 _FREE_FIELDS = ("hidden_act", "layer_norm_eps", "patch_embedding_layer_norm_eps", "spatial_reduction_layer_norm_eps", "image_size")
 # Fields kept when a checkpoint's config becomes a backbone config (no labels, no Semantic FPN head sizes).
-_BACKBONE_FIELDS = ARCHITECTURE_FIELDS + ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "initializer_range", "fused_cpu_kernels")
+_BACKBONE_FIELDS = ARCHITECTURE_FIELDS + ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "initializer_range", "fused_cpu_kernels", "lean_training")
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 # model_type -> the stages the composite takes from the backbone.
@@ -162,7 +162,8 @@ def load_pretrained_backbone(model: torch.nn.Module, pretrained: str, **from_pre
     """Load a converted PVT checkpoint's encoder weights into every `PvtBackbone` of `model` (e.g. an
     `UperNetForSemanticSegmentation` or `RTDetrForObjectDetection` whose `backbone_config` is a `PvtConfig`).
 
-    `pretrained`: a pvt-hf folder or Hub id of a PVT classifier, backbone or Semantic FPN model with the backbone's
+    `pretrained`: a pvt-hf folder or Hub id of a PVT classifier, backbone (e.g. converted from an official detection
+    checkpoint: `pvt-hf convert mask_rcnn_pvt_v2_b2_fpn_1x_coco.pth OUT`) or Semantic FPN model with the backbone's
     architecture. The composite's feature maps are then exactly those of `PvtBackbone.from_pretrained(pretrained)`.
     Raises ValueError when the model holds no PvtBackbone, when the architectures differ, or when the checkpoint lacks
     encoder weights. Returns `model`.

@@ -59,6 +59,12 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         fused_cpu_kernels (`bool`, defaults to `True`): run fp32 CPU inference on oneDNN's fused kernels where that is
             exact and safe (`pvt_hf/fused_ops.py`); `False` runs the plain modules everywhere. Outputs agree to fp32
             rounding either way.
+        lean_training (`bool`, defaults to `True`): whenever gradients are needed, run each layer's MLP branch as one
+            autograd function that saves only its input (and, in the wide stages, the fc1 output) and recomputes the
+            rest in backward, and recompute the attention's LayerNorm output; the Semantic FPN loss upsamples and
+            scores the logits in bands of rows instead of at the labels' size (`pvt_hf/lean_training.py`): about a
+            quarter to a half of the activation memory of a training step, same gradients. `False` runs the plain
+            modules.
     """
 
     model_type = "pvt_hf"
@@ -89,6 +95,7 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
     classifier_dropout_prob: float = 0.1
     semantic_loss_ignore_index: int = 255
     fused_cpu_kernels: bool = True
+    lean_training: bool = True
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 

@@ -1,4 +1,5 @@
-"""Conversion of the official PVT checkpoints (whai362/PVT classifiers, mmseg Semantic FPN models) to pvt-hf.
+"""Conversion of the official PVT checkpoints (whai362/PVT classifiers, mmseg Semantic FPN models, the backbones of
+mmdet detectors) to pvt-hf.
 
 The official layouts and ours differ only in names; this module holds the one mapping between them, infers the
 architecture from a checkpoint's shapes, and refuses to convert unless every official weight is used and every
@@ -21,7 +22,13 @@ from .configuration_pvt import PRESETS, PvtConfig
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("classification", "semantic-segmentation")
+TASKS = ("classification", "semantic-segmentation", "backbone")
+
+# The official mmdet detectors (RetinaNet, Mask R-CNN, Cascade Mask R-CNN, ATSS, GFL, Sparse R-CNN) hold `backbone.`
+# beside their neck and heads (`neck.`, `rpn_head.`, `roi_head.`, `bbox_head.` ...), which a `PvtBackbone` leaves out.
+# In a detector's `backbone.`: the parts of the classification network that the official detection backbones do not
+# use (the ImageNet weights they started from may carry them); left out like the neck and heads.
+_CLASSIFICATION_ONLY = re.compile(r"backbone\.(cls_token$|norm\.|head\.)")
 
 
 class ConversionError(ValueError):
@@ -63,6 +70,8 @@ _NAMES = {
         ("decode_head.scale_heads.{i}.{j}.bn.", "decode_head.scale_heads.{i}.{j}.batch_norm."),
         ("decode_head.conv_seg.", "decode_head.classifier."),
     ],
+    # a detector's backbone, as `PvtBackbone` (no `pvt.` prefix; no cls token or final norm: see `_CLASSIFICATION_ONLY`)
+    "backbone": [("backbone." + old, new) for old, new in _BACKBONE_NAMES if new not in ("cls_token", "layernorm.")],
 }
 
 
@@ -266,7 +275,69 @@ def load_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
 
 
 def detect_task(state_dict: dict[str, torch.Tensor]) -> str:
-    return "semantic-segmentation" if any(key.startswith("decode_head.") for key in state_dict) else "classification"
+    """`semantic-segmentation` for an mmseg Semantic FPN checkpoint (`decode_head.`), `backbone` for the other
+    `backbone.`-prefixed ones (mmdet detectors: `backbone.` with `neck.`, `rpn_head.`, `roi_head.` ...), else
+    `classification`."""
+    if any(key.startswith("decode_head.") for key in state_dict):
+        return "semantic-segmentation"
+    if any(key.startswith("backbone.") for key in state_dict):
+        return "backbone"
+    return "classification"
+
+
+def _describe_task(task: str, state_dict: dict[str, torch.Tensor]) -> str:
+    if task != "backbone":
+        return f"a {task} checkpoint"
+    parts = sorted({key.split(".")[0] for key in state_dict if not key.startswith("backbone.")})
+    return (
+        "a detection checkpoint (`backbone.` weights"
+        + (f" with the detector's {', '.join(parts)}" if parts else "")
+        + "): only its backbone converts, with --task backbone (the default for it)"
+    )
+
+
+def split_detection_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """A detection checkpoint's backbone weights (keys still under `backbone.`), and how many tensors are left out,
+    by prefix: the neck and heads by their top-level name (`neck`, `rpn_head`, ...), the classification-only backbone
+    parts by theirs (`backbone.cls_token`, `backbone.norm`, `backbone.head`)."""
+    backbone, left_out = {}, {}
+    for key, value in state_dict.items():
+        if key.startswith("backbone.") and _CLASSIFICATION_ONLY.match(key) is None:
+            backbone[key] = value
+            continue
+        prefix = ".".join(key.split(".")[:2]) if key.startswith("backbone.") else key.split(".")[0]
+        left_out[prefix] = left_out.get(prefix, 0) + 1
+    return backbone, left_out
+
+
+def left_out_summary(left_out: dict[str, int]) -> str:
+    """`left out 212 detection neck/head tensors (neck: 16, rpn_head: 7, roi_head: 189)`, from
+    `split_detection_state_dict`'s counts."""
+    heads = {prefix: count for prefix, count in left_out.items() if not prefix.startswith("backbone.")}
+    unused = {prefix: count for prefix, count in left_out.items() if prefix.startswith("backbone.")}
+    parts = []
+    if heads:
+        listed = ", ".join(f"{prefix}: {count}" for prefix, count in heads.items())
+        parts.append(f"{sum(heads.values())} detection neck/head tensors ({listed})")
+    if unused:
+        listed = ", ".join(f"{prefix}: {count}" for prefix, count in unused.items())
+        parts.append(
+            f"{sum(unused.values())} classification-only backbone tensors the detection backbone does not use ({listed})"
+        )
+    return "left out " + " and ".join(parts) if parts else "left out nothing: the checkpoint holds only the backbone"
+
+
+def _check_pvt_backbone(state_dict: dict[str, torch.Tensor], source: str | None) -> None:
+    """A detector's `backbone.` must be a PVT: a ResNet's or Swin's is refused by name, before the shapes are read."""
+    if "backbone.patch_embed1.proj.weight" in state_dict:
+        return
+    found = sorted(key for key in state_dict if key.startswith("backbone."))
+    raise ConversionError(
+        f"{source or 'The checkpoint'} is a detection checkpoint whose backbone is not a PVT: its `backbone.` weights "
+        f"are {', '.join(found[:3])}{', ...' if len(found) > 3 else ''} ({len(found)} tensors); expected the official "
+        "PVT v1 / v2 keys, `backbone.patch_embed1.proj.weight`, `backbone.block1.0.attn.q.weight`, "
+        "`backbone.norm1.weight` (v2) or `backbone.pos_embed1` (v1), ..."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -285,7 +356,7 @@ def normalize_variant(name: str) -> str:
 
 
 def _backbone_view(state_dict: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
-    if task == "semantic-segmentation":
+    if task in ("semantic-segmentation", "backbone"):
         return {key[len("backbone.") :]: value for key, value in state_dict.items() if key.startswith("backbone.")}
     return state_dict
 
@@ -414,6 +485,8 @@ def config_from_official_args(args: dict, state_dict: dict[str, torch.Tensor], t
         "neck_hidden_size": args.get("neck_out_channels"),
         "decoder_hidden_size": args.get("head_channels"),
     }
+    if task == "backbone":  # a backbone has no classes and no Semantic FPN head: their sizes are not its
+        fields.update(num_labels=None, neck_hidden_size=None, decoder_hidden_size=None)
     if "patch_size" in args and detected["version"] == 1:
         fields["patch_sizes"] = [args["patch_size"]] + [2] * (len(args.get("depths") or detected["depths"]) - 1)
     fields = {key: value for key, value in fields.items() if value is not None}
@@ -527,7 +600,9 @@ def convert_checkpoint(
     state_dict, meta, folder_args = load_checkpoint(checkpoint)
     if official_args is None and variant is None:
         official_args = folder_args
-    return convert_official_state_dict(state_dict, meta, variant=variant, official_args=official_args, task=task)
+    return convert_official_state_dict(
+        state_dict, meta, variant=variant, official_args=official_args, task=task, source=str(checkpoint)
+    )
 
 
 def convert_official_state_dict(
@@ -536,17 +611,33 @@ def convert_official_state_dict(
     variant: str | None = None,
     official_args: dict | None = None,
     task: str | None = None,
+    source: str | None = None,
 ):
     """Return `(model, report)`: the converted pvt-hf model (in eval mode, sharing the checkpoint's tensors) and a
-    dict saying what was detected. The architecture comes from `official_args`, else `variant`, else the shapes."""
-    from .modeling_pvt import PvtForImageClassification
+    dict saying what was detected. The architecture comes from `official_args`, else `variant`, else the shapes.
+
+    A detection checkpoint (task `backbone`) becomes a `PvtBackbone` returning all four stages; its neck and heads
+    are left out, counted by prefix in `report["left_out"]` (see `left_out_summary`). `source`: the file's name, for
+    messages."""
+    from .modeling_pvt import PvtBackbone, PvtForImageClassification
     from .modeling_pvt_segmentation import PvtForSemanticSegmentation
 
     detected_task = detect_task(state_dict)
     if task is not None and task != detected_task:
-        raise ConversionError(f"--task {task}, but the checkpoint is a {detected_task} checkpoint.")
+        hint = (
+            " (a converted classifier or Semantic FPN folder serves as a backbone as it is: "
+            "PvtBackbone.from_pretrained(folder) or pvt_hf.load_pretrained_backbone)"
+            if task == "backbone"
+            else ""
+        )
+        raise ConversionError(
+            f"--task {task}, but {source or 'the checkpoint'} is {_describe_task(detected_task, state_dict)}{hint}."
+        )
     task = detected_task
     report = {"task": task}
+    if task == "backbone":
+        _check_pvt_backbone(state_dict, source)
+        state_dict, report["left_out"] = split_detection_state_dict(state_dict)
     if official_args is not None:
         config = config_from_official_args(official_args, state_dict, task)
         report["architecture"] = "from --official-args"
@@ -563,11 +654,15 @@ def convert_official_state_dict(
             report["detected_variant"] = variant
         config = config_from_variant(variant, state_dict, task)
         report["architecture"] = normalize_variant(variant)
-    names = label_names_for(config, task, meta or {})
+    if task == "backbone":
+        config.out_features = list(config.stage_names)  # every stage, as the official detectors' FPN necks take them
+    names = label_names_for(config, task, meta or {}) if task != "backbone" else None
     if names is not None:
         config.id2label = dict(enumerate(names))
         config.label2id = {name: index for index, name in enumerate(names)}
-    model_class = PvtForSemanticSegmentation if task == "semantic-segmentation" else PvtForImageClassification
+    model_class = {"semantic-segmentation": PvtForSemanticSegmentation, "backbone": PvtBackbone}.get(
+        task, PvtForImageClassification
+    )
     with torch.device("meta"):
         model = model_class(config)
     weights = convert_state_dict(state_dict, model, task)
@@ -586,11 +681,14 @@ __all__ = [
     "convert_checkpoint",
     "convert_official_state_dict",
     "convert_state_dict",
+    "detect_task",
     "detect_variants",
+    "left_out_summary",
     "load_checkpoint",
     "load_official_checkpoint",
     "normalize_variant",
     "official_key",
     "validate_official_args",
     "rename_official_key",
+    "split_detection_state_dict",
 ]

@@ -17,14 +17,12 @@ on (needs scikit-learn), to retrain it with the example script (the command is i
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# numpy, PIL, torch and transformers are imported where used: `pvt-hf --help` builds this module's arguments.
 DEMO_DIR = Path(__file__).resolve().parent / "data" / "digits-demo"
 HELDOUT_FILE = "heldout_digits.npz"
 IMAGE_SIZE = 32
@@ -199,39 +197,12 @@ def run_demo(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The demo's options (`python -m pvt_hf.demo` and `pvt-hf demo`)."""
-    parser.add_argument("--output-dir", help="keep the written folder here (default: a temporary folder, removed)")
-    parser.add_argument("--force", action="store_true", help="replace --output-dir if it exists")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda, ...")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
-    parser.add_argument("--prepare-data", metavar="DIR", help="only write the digits train/test image folders (needs scikit-learn)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.prepare_data:
-        root = prepare_data(args.prepare_data)
-        print(f"Wrote {root}/train and {root}/test (class-per-folder PNGs, 32x32) and {root / HELDOUT_FILE}")
-        return 0
-    # with --json, stdout carries the JSON document only: the narration goes to stderr
-    results = run_demo(
-        args.output_dir, device=args.device, batch_size=args.batch_size, force=args.force,
-        stream=sys.stderr if args.json else sys.stdout,
-    )  # fmt: skip
-    if args.json:
-        print(json.dumps(results, indent=1))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pvt_hf.demo",
-        description="Offline demo: write the shipped tiny digits PVT (trained from scratch, not an official checkpoint) "
-        "as a Hub-ready folder, reload it with the Auto classes and the pipeline, and classify held-out digits.",
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from pvt_hf_cli import demo as command
+
+    parser = argparse.ArgumentParser(prog="python -m pvt_hf.demo", description=command.DESCRIPTION)
+    command.add_arguments(parser)
+    return command.run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

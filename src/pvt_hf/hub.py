@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
 
-# Run in a fresh interpreter: load the folder through the Auto classes and compare with the in-memory outputs.
+# Run in a fresh interpreter: load the folder through the Auto classes (a backbone: `PvtBackbone`, as transformers'
+# `AutoBackbone.from_pretrained` does not take local folders) and compare with the in-memory outputs.
 # It exits by itself when its parent dies (a killed convert must not leave it running).
 _VERIFY_SCRIPT = """
 import os, threading, time
@@ -36,9 +37,9 @@ import json, sys, torch, pvt_hf, transformers
 from safetensors.torch import load_file
 folder, expected_path, auto_class = sys.argv[1:4]
 expected = load_file(expected_path)
-model = getattr(transformers, auto_class).from_pretrained(folder, dtype="auto").eval()
-with torch.no_grad():
-    logits = model(expected["pixel_values"].to(model.dtype)).logits.float()
+from pvt_hf.hub import verification_output
+model = (getattr(transformers, auto_class, None) or getattr(pvt_hf, auto_class)).from_pretrained(folder, dtype="auto").eval()
+logits = verification_output(model, expected["pixel_values"])
 want = expected["logits"]
 print(json.dumps({"relative_error": ((logits - want).norm() / want.norm()).item(), "class": type(model).__name__}))
 """
@@ -50,17 +51,24 @@ def verification_input(model: torch.nn.Module) -> torch.Tensor:
     return torch.randn(2, model.config.num_channels, 200, 264, generator=generator)
 
 
-def verify_folder(folder: Path, model: torch.nn.Module, tolerance: float = 1e-5, scratch_dir: Path | None = None) -> float:
-    """Reload `folder` in a clean process and return the relative error of its logits against `model`'s; raise if
-    it exceeds `tolerance`. The expected outputs are written to a temporary folder inside `scratch_dir` (default:
-    the system's), removed afterwards."""
-    auto_class = (
-        "AutoModelForSemanticSegmentation" if type(model).__name__ == "PvtForSemanticSegmentation"
-        else "AutoModelForImageClassification"
-    )  # fmt: skip
-    pixel_values = verification_input(model)
+def verification_output(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """What the reload check compares, in fp32: the logits, or a backbone's feature maps (flattened, concatenated)."""
     with torch.no_grad():
-        logits = model(pixel_values.to(model.dtype)).logits.float()
+        outputs = model(pixel_values.to(model.dtype))
+    if getattr(outputs, "logits", None) is not None:
+        return outputs.logits.float()
+    return torch.cat([feature_map.flatten() for feature_map in outputs.feature_maps]).float()
+
+
+def verify_folder(folder: Path, model: torch.nn.Module, tolerance: float = 1e-5, scratch_dir: Path | None = None) -> float:
+    """Reload `folder` in a clean process and return the relative error of its logits (a backbone's: its feature
+    maps) against `model`'s; raise if it exceeds `tolerance`. The expected outputs are written to a temporary folder
+    inside `scratch_dir` (default: the system's), removed afterwards."""
+    auto_class = {"PvtForSemanticSegmentation": "AutoModelForSemanticSegmentation", "PvtBackbone": "PvtBackbone"}.get(
+        type(model).__name__, "AutoModelForImageClassification"
+    )
+    pixel_values = verification_input(model)
+    logits = verification_output(model, pixel_values)
     with tempfile.TemporaryDirectory(dir=scratch_dir) as scratch:
         expected_path = os.path.join(scratch, "expected.safetensors")
         save_file({"pixel_values": pixel_values, "logits": logits.contiguous()}, expected_path)
@@ -115,7 +123,9 @@ def write_repo_folder(
     model card with the reload check's. Returns what was measured."""
     if dtype not in DTYPES:
         raise ValueError(f"`dtype` must be one of {sorted(DTYPES)}, got {dtype!r}.")
-    task = "semantic-segmentation" if type(model).__name__ == "PvtForSemanticSegmentation" else "classification"
+    task = {"PvtForSemanticSegmentation": "semantic-segmentation", "PvtBackbone": "backbone"}.get(
+        type(model).__name__, "classification"
+    )
     output_dir = Path(output_dir)
     repo_id = repo_id or output_dir.name
     model = model.to(DTYPES[dtype])

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_backends import PilBackend
@@ -80,8 +81,9 @@ class PvtHfImageProcessor(PilBackend):
     torch tensors shaped (H, W), (H, W, C) or (C, H, W) (uint8; uint16 as 16-bit; bool; other integers in [0, 255];
     floats as the [0, 1] encoding of 8-bit values, so `ToTensor()` output gives the result of its PIL image), 4-D
     batches, paths / URLs, or (nested) lists of these. Ambiguous 3-D shapes are (H, W, C) for arrays and (C, H, W) for
-    tensors unless `input_data_format` says otherwise. With `do_convert_rgb=False`, 1- or 4-channel images keep their
-    channels (each resized on its own) and take an `image_mean` / `image_std` of as many values.
+    tensors unless `input_data_format` says otherwise. With `do_convert_rgb=False`, 1- or 4-channel images (also image
+    files; URLs come in RGB) keep their channels (each resized on its own) and take an `image_mean` / `image_std` of as
+    many values (or one for all); arrays of other channel counts need `input_data_format`.
 
     Settings beyond transformers' `ImagesKwargs` are described in [`PvtHfImageProcessorKwargs`]; in addition:
 
@@ -219,7 +221,7 @@ class PvtHfImageProcessor(PilBackend):
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, name="images"):
         """One input as what Pillow resizes: an 8-bit PIL image (RGB or L) or an 8-bit (H, W, C) array."""
         if isinstance(image, (str, os.PathLike)):
-            image = _open_image(os.fspath(image), name)
+            image = _open_image(os.fspath(image), name, keep_mode=not do_convert_rgb)
         if isinstance(image, PIL.Image.Image):
             if 0 in image.size:
                 raise ValueError(f"`{name}`: expected a non-empty image, got {_describe(image)}.")
@@ -410,13 +412,18 @@ def _flatten(inputs, name: str, image_ndim: int, batch_size: int | None = None) 
     return flat
 
 
-def _open_image(path: str, name: str) -> PIL.Image.Image:
+def _open_image(path: str, name: str, keep_mode: bool = False) -> PIL.Image.Image:
+    """The decoded image (EXIF orientation applied), in RGB, or with `keep_mode` (`do_convert_rgb=False`) a local
+    file in its own mode (grayscale, RGBA, ...) so that its channels are kept. URLs always come in RGB."""
     if path.startswith(("http://", "https://")):
         return load_image(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"`{name}`: no such file: {path!r}")
-    try:
-        return load_image(path)  # decoded now (EXIF orientation applied, RGB), so a broken file fails here
+    try:  # decoded now, so a broken file fails here
+        if keep_mode:
+            with PIL.Image.open(path) as image:
+                return PIL.ImageOps.exif_transpose(image)  # a decoded copy, also without an orientation tag
+        return load_image(path)
     except Exception as error:
         raise ValueError(f"`{name}`: cannot read image file {path!r}: {error}") from error
 

@@ -1,10 +1,12 @@
+# Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
 """Writing outputs so that nothing is lost.
 
-An output folder is written into a staging folder beside it and moved into place only when complete. While it is
-written, a lock file beside the target keeps a second pvt-hf process from writing the same target; an existing target
-is replaced only with `force`, also when it appeared during the run. A run that was killed leaves its staging folder
-behind (its name holds the pid); the next run for the same target removes such folders once their process is gone.
-Outputs are never allowed to be, or contain, what the user gave as input.
+An output folder (`atomic_output_dir`) or file (`atomic_output_file`) is written into a staging folder or file beside
+it and moved into place only when complete. While it is written, a lock file beside the target keeps a second pvt-hf
+process from writing the same target; an existing target is replaced only with `force`, also when it appeared during
+the run. A run that was killed leaves its staging folder or file behind (its name holds the pid); the next run for the
+same target removes such leftovers once their process is gone. Outputs are never allowed to be, or contain, what the
+user gave as input.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def _process_is_alive(pid: int) -> bool:
 
 
 def staging_pattern(path: Path) -> re.Pattern:
-    """Names of the staging (and retired) folders of `path`: `.NAME.incomplete-PID-HEX`, `.NAME.replaced-PID-HEX`."""
+    """Names of the staging (and retired) folders and files of `path`: `.NAME.incomplete-PID-HEX`,
+    `.NAME.replaced-PID-HEX`."""
     return re.compile(rf"\.{re.escape(path.name)}\.(?:incomplete|replaced)-(\d+)-[0-9a-f]+")
 
 
@@ -80,14 +83,23 @@ def apply_umask(path: Path) -> None:
         item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
 
 
+def _remove(path: Path) -> None:
+    """Remove a staging folder or file (a link itself, never what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_stale_staging(path: Path) -> None:
-    """Remove the staging folders of `path` left by killed runs: only this target's, only of processes now gone."""
+    """Remove the staging folders and files of `path` left by killed runs: only this target's, only of processes now
+    gone."""
     pattern = staging_pattern(path)
     for entry in path.parent.iterdir():
         match = pattern.fullmatch(entry.name)
         if match and int(match[1]) != os.getpid() and not _process_is_alive(int(match[1])):
             logger.info("Removing %s, left by an interrupted run", entry)
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove(entry)
 
 
 @contextlib.contextmanager
@@ -119,10 +131,8 @@ def _target_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a new staging folder beside `path`; on success it becomes `path` (replacing an existing `path` only with
-    `force`, also one that appeared meanwhile), on failure or interruption it is removed and `path` stays as it
-    was. The result has the permissions `mkdir` would give it (from the umask)."""
+def _atomic_output(path: str | os.PathLike, force: bool, folder: bool) -> Iterator[Path]:
+    """What `atomic_output_dir` and `atomic_output_file` share: the checks, the lock, the staging and the move."""
     path = Path(path).absolute()
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists; pass --force to replace it.")
@@ -130,9 +140,12 @@ def atomic_output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[
     with _target_lock(path):
         remove_stale_staging(path)
         staging = _sibling(path, "incomplete")
-        staging.mkdir()
+        if folder:
+            staging.mkdir()
         try:
             yield staging
+            if not folder and not staging.is_file():
+                raise FileNotFoundError(f"nothing was written to the staging file {staging} of {path}.")
             apply_umask(staging)
             if path.exists():
                 if not force:
@@ -140,12 +153,34 @@ def atomic_output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[
                         f"{path} appeared while this run was writing it (another process?); it was left as it is. "
                         "Pass --force to replace it."
                     )
-                retired = _sibling(path, "replaced")
-                path.rename(retired)
-                staging.rename(path)
-                shutil.rmtree(retired, ignore_errors=True)
+                if folder:  # a folder cannot be renamed over another: retire the old one first
+                    retired = _sibling(path, "replaced")
+                    path.rename(retired)
+                    staging.rename(path)
+                    shutil.rmtree(retired, ignore_errors=True)
+                else:
+                    os.replace(staging, path)
             else:
                 staging.rename(path)
         finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            if staging.exists() or staging.is_symlink():
+                _remove(staging)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a new staging folder beside `path`; on success it becomes `path` (replacing an existing `path` only with
+    `force`, also one that appeared meanwhile), on failure or interruption it is removed and `path` stays as it
+    was. The result has the permissions `mkdir` would give it (from the umask)."""
+    with _atomic_output(path, force, folder=True) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def atomic_output_file(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield the path of a staging file beside `path` (not created: write it there); on success it becomes `path`
+    (replacing an existing file only with `force`, also one that appeared meanwhile), on failure or interruption it
+    is removed and `path` stays as it was. The same lock and leftover cleanup as `atomic_output_dir`; the result has
+    the permissions `open` would give it (from the umask)."""
+    with _atomic_output(path, force, folder=False) as staging:
+        yield staging

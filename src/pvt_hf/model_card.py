@@ -69,12 +69,14 @@ def official_figure(variant: str | None, task: str) -> tuple[str, float, str, st
     return None
 
 
-def checks_paragraph(checks: dict) -> str:
-    """What was checked when the folder was written (not the official figure: that is the authors')."""
+def checks_paragraph(checks: dict, outputs: str = "logits") -> str:
+    """What was checked when the folder was written (not the official figure: that is the authors'). `outputs`: what
+    the reload check compared (`logits`, or a backbone's `feature maps`)."""
     lines = []
     if "reload_relative_error" in checks:
         lines.append(
-            "the folder was reloaded in a clean process with the Auto classes and gave the converted model's logits "
+            "the folder was reloaded in a clean process with "
+            f"{'the Auto classes' if outputs == 'logits' else 'PvtBackbone'} and gave the converted model's {outputs} "
             f"(relative error {checks['reload_relative_error']:.1e})"
         )
     if "timm_relative_error" in checks:
@@ -87,13 +89,73 @@ def checks_paragraph(checks: dict) -> str:
     return "Checked when this folder was written: " + "; ".join(lines) + "."
 
 
+def _backbone_card_body(
+    config, variant: str | None, repo_id: str, num_parameters: int, source: str, checks: dict | None
+) -> str:
+    """The card's text for a backbone converted from a detection checkpoint: no classes, no figure of its own."""
+    architecture = variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
+    name = repo_id.split("/")[-1]
+    return f"""
+# {name}
+
+{architecture} backbone: the four stage feature maps (`stage1` ... `stage4`, strides 4, 8, 16, 32) of the official
+detection backbone, converted from the detection checkpoint `{source}` with pvt-hf for Hugging Face transformers. The
+detector's neck and heads are not included. {num_parameters / 1e6:.1f}M parameters.
+
+The PVT authors report box and mask AP for whole detectors (backbone, neck and heads): no figure belongs to this
+backbone alone, and none is given.
+
+{checks_paragraph(checks or {}, "feature maps")} pvt-hf's implementation itself is tested against the official code's
+outputs (small models with random weights, in pvt-hf's test suite).
+
+## Use with pvt-hf
+
+```python
+import pvt_hf  # registers PVT with the Auto classes
+from PIL import Image
+from transformers import AutoBackbone, AutoImageProcessor
+
+processor = AutoImageProcessor.from_pretrained("{repo_id}")
+backbone = AutoBackbone.from_pretrained("{repo_id}")
+feature_maps = backbone(**processor(Image.open("image.jpg"), return_tensors="pt")).feature_maps
+```
+
+In a transformers detector or segmenter (UperNet, Mask2Former, RT-DETR, Deformable DETR, DETR):
+
+```python
+from transformers import RTDetrForObjectDetection
+
+config = pvt_hf.composite_config("rt_detr", "{repo_id}", id2label={{0: "cat", 1: "dog"}})
+model = pvt_hf.load_pretrained_backbone(RTDetrForObjectDetection(config), "{repo_id}")
+```
+
+## Use without installing pvt-hf
+
+The repository carries its modeling code:
+
+```python
+from transformers import AutoBackbone
+
+backbone = AutoBackbone.from_pretrained("{repo_id}", trust_remote_code=True)
+```
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+
+
 def model_card(
     config, variant: str | None, task: str, repo_id: str, num_parameters: int, source: str, checks: dict | None = None
 ) -> str:
     """README.md for a converted repository: Hub metadata, what the model is, the authors' figure (unverified here),
     what was checked, usage, citation. `checks`: `reload_relative_error`, `timm_relative_error` where measured."""
-    segmentation = task == "semantic-segmentation"
-    pipeline_tag = "image-segmentation" if segmentation else "image-classification"
+    segmentation, backbone = task == "semantic-segmentation", task == "backbone"
+    pipeline_tag = (
+        "image-segmentation" if segmentation else "image-feature-extraction" if backbone else "image-classification"
+    )
     dataset = "scene_parse_150" if segmentation else "imagenet-1k"
     figure = official_figure(variant, task) if config.num_labels == (150 if segmentation else 1000) else None
     metadata = [
@@ -107,6 +169,7 @@ def model_card(
         "- pyramid-vision-transformer",
         f"- {pipeline_tag}",
         *(["- semantic-segmentation", "- semantic-fpn"] if segmentation else []),
+        *(["- backbone", "- object-detection"] if backbone else []),
         "- pvt-hf",
         *(["datasets:", f"- {dataset}"] if figure is not None else []),
     ]
@@ -131,6 +194,8 @@ def model_card(
             f"      url: {figure_url}",
         ]
     metadata.append("---")
+    if backbone:
+        return "\n".join(metadata) + "\n" + _backbone_card_body(config, variant, repo_id, num_parameters, source, checks)
 
     architecture = variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
     head = "with the Semantic FPN head (FPN neck + FPN head, as in mmseg)" if segmentation else "image classifier"

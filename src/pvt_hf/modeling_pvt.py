@@ -1,8 +1,10 @@
 # Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
 """PyTorch Pyramid Vision Transformer: PVT v1, PVT v2 and PVT v2-linear, as in the official whai362/PVT code.
 
-Plain transformers modeling code. The fused CPU inference kernels live beside it in `fused_ops.py` and take over whole
-layers at one place (`PvtStage.forward`), only where they are exact and safe (`fused_forward_applies`)."""
+Plain transformers modeling code. Two optimisations live beside it, each behind one config switch and attached at one
+place: the fused CPU inference kernels (`fused_ops.py`, whole layers in `PvtStage.forward`, where
+`fused_forward_applies`) and the memory-lean training path (`lean_training.py`, whole layers in `PvtLayer.forward`,
+where `lean_training_applies`)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,13 @@ from transformers.utils.output_capturing import OutputRecorder, _active_collecto
 
 from .configuration_pvt import PvtConfig
 from .fused_ops import fused_forward_applies, fused_layer_forward
+from .input_channels import register_input_channel_adaptation
+from .lean_training import lean_layer_forward, lean_training_applies
+
+
+# `from_pretrained(path, num_channels=N)` on an RGB checkpoint adapts the first convolution (see `input_channels`);
+# registered here, so that it also holds where this file runs as remote code.
+register_input_channel_adaptation()
 
 
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -252,6 +261,10 @@ class PvtLayer(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
     ) -> torch.Tensor:
+        # The one place where the memory-lean training path takes over (see `lean_training`): whenever gradients are
+        # needed and the MLP branch's modules are plain.
+        if lean_training_applies(self, hidden_states):
+            return lean_layer_forward(self, hidden_states, height, width, **kwargs)
         attention_output, _ = self.attention(self.layer_norm_1(hidden_states), height, width, **kwargs)
         hidden_states = hidden_states + self.drop_path(attention_output)
         return hidden_states + self.drop_path(self.mlp(self.layer_norm_2(hidden_states), height, width))
@@ -360,6 +373,12 @@ class PvtPreTrainedModel(PreTrainedModel):
         "hidden_states": OutputRecorder(PvtStage, capture_initial_hidden_state=False, num_hidden_layers_key="num_stages"),
         "attentions": OutputRecorder(PvtAttention, index=1),
     }
+
+    def __init__(self, config: PvtConfig, *inputs, **kwargs):
+        # `from_pretrained(path, num_channels=N, ...)` sets config fields after the config's own checks: checked again
+        # here, so that a bad value gets the config's error rather than one from deep inside a layer.
+        config._validate_architecture()
+        super().__init__(config, *inputs, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # The saved folder serves every Auto class its weights fit, also to `trust_remote_code=True` users.

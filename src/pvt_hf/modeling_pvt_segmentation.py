@@ -14,6 +14,7 @@ from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
 from .configuration_pvt import PvtConfig
+from .lean_training import lean_loss_applies, upsampled_cross_entropy
 from .modeling_pvt import PvtModel, PvtPreTrainedModel
 
 
@@ -136,8 +137,12 @@ class PvtForSemanticSegmentation(PvtPreTrainedModel):
 
         loss = None
         if labels is not None:
-            upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-            loss = F.cross_entropy(upsampled, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
+            ignore_index = self.config.semantic_loss_ignore_index
+            if lean_loss_applies(self.config, logits, labels):  # the same loss without the label-sized logits
+                loss = upsampled_cross_entropy(logits, labels, ignore_index)
+            else:
+                upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+                loss = F.cross_entropy(upsampled, labels.long(), ignore_index=ignore_index)
         return SemanticSegmenterOutput(
             loss=loss,
             logits=logits,

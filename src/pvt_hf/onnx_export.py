@@ -1,3 +1,4 @@
+# Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
 """ONNX export of the PVT models, with dynamic batch, height and width, verified against PyTorch with onnxruntime.
 
     from pvt_hf.onnx_export import export_onnx
@@ -16,7 +17,6 @@ import copy
 import importlib.util
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .io_utils import apply_umask
+from .io_utils import atomic_output_file, refuse_overwriting_input
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def load_model(model_or_path) -> nn.Module:
 
 def smallest_size(model: nn.Module) -> int:
     encoder = model.base_model.encoder if hasattr(model, "base_model") and hasattr(model.base_model, "encoder") else model.encoder
-    return next(size for size in range(1, 1 << 16) if encoder.accepts_size(size, size))
+    return encoder.smallest_size()
 
 
 def export_onnx(
@@ -104,50 +104,53 @@ def export_onnx(
     verify: bool = True,
     verify_sizes: tuple[tuple[int, int, int], ...] = DEFAULT_VERIFY_SIZES,
     tolerance: float = 1e-4,
+    force: bool = False,
 ) -> OnnxExportResult:
-    """Export a pvt-hf model (an instance, a folder or a Hub id) to `output_path` (one self-contained .onnx file).
+    """Export a pvt-hf model (an instance, a folder, a Hub id or a preset name) to `output_path` (one self-contained
+    .onnx file).
 
     exporter: "dynamo" (torch.export + onnxscript, the current torch exporter), "torchscript" (the legacy tracer,
     needs no onnxscript), or "auto": dynamo when onnxscript is importable. opset_version: default 18 (dynamo) or 17
     (torchscript; LayerNormalization needs 17). verify: run the file with onnxruntime at `verify_sizes` (batch,
     height, width) and raise ValueError if the relative error (Frobenius norm) of any output exceeds `tolerance`.
+
+    The file is written as `convert` writes its folders (`io_utils.atomic_output_file`): beside the target, moved into
+    place only once complete and verified, under a lock that stops a second pvt-hf process from writing the same file
+    (OutputExistsError), after removing what killed runs left there. An existing file is replaced only with `force`,
+    and never a file of the model folder being exported (OutputIsInputError).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}.")
     if exporter == "auto":
         exporter = "dynamo" if importlib.util.find_spec("onnxscript") is not None else "torchscript"
-    model = load_model(model_or_path)
-    parameter = next(model.parameters())
-    if parameter.dtype != torch.float32 or parameter.device.type != "cpu" or model.training:
-        model = copy.deepcopy(model).float().cpu()
-    was_training = model.training
-    model.eval()
-    wrapper = _TensorOutputs(model).eval()
-    names = wrapper.output_names
     final_path = Path(output_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and moved into place only once complete (and verified): a failed or interrupted
-    # export never leaves a partial file, nor destroys the file it would have replaced.
-    descriptor, staging = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".incomplete", dir=final_path.parent)
-    os.close(descriptor)
-    output_path = Path(staging)
-    try:
-        result = _export(model, wrapper, names, output_path, exporter, opset_version, example_size)
-        if verify:
-            result.errors = verify_onnx(wrapper, output_path, verify_sizes, smallest_size(model))
-            # debug only: callers report `result.errors` (the CLI prints them once)
-            logger.debug("onnxruntime vs PyTorch, max relative error per (batch, height, width): %s", result.errors)
-            if result.max_relative_error > tolerance:
-                raise ValueError(
-                    f"The ONNX model disagrees with PyTorch: relative errors {result.errors} exceed {tolerance}."
-                )
-        apply_umask(output_path)  # mkstemp made it 0600
-        os.replace(output_path, final_path)
-        result.path = final_path
-        return result
-    finally:
-        model.train(was_training)
-        output_path.unlink(missing_ok=True)
+    if isinstance(model_or_path, (str, os.PathLike)) and Path(model_or_path).exists():
+        refuse_overwriting_input(final_path, [model_or_path], "output file")
+    if final_path.is_dir():
+        raise IsADirectoryError(f"{final_path} is a folder; give the path of the .onnx file to write.")
+    # Locked for the whole run, and checked before the model is loaded: a second writer fails at once.
+    with atomic_output_file(final_path, force=force) as staging:
+        model = load_model(model_or_path)
+        parameter = next(model.parameters())
+        if parameter.dtype != torch.float32 or parameter.device.type != "cpu" or model.training:
+            model = copy.deepcopy(model).float().cpu()
+        was_training = model.training
+        model.eval()
+        wrapper = _TensorOutputs(model).eval()
+        try:
+            result = _export(model, wrapper, wrapper.output_names, staging, exporter, opset_version, example_size)
+            if verify:
+                result.errors = verify_onnx(wrapper, staging, verify_sizes, smallest_size(model))
+                # debug only: callers report `result.errors` (the CLI prints them once)
+                logger.debug("onnxruntime vs PyTorch, max relative error per (batch, height, width): %s", result.errors)
+                if result.max_relative_error > tolerance:
+                    raise ValueError(
+                        f"The ONNX model disagrees with PyTorch: relative errors {result.errors} exceed {tolerance}."
+                    )
+        finally:
+            model.train(was_training)
+    result.path = final_path
+    return result
 
 
 def _export(model, wrapper, names, output_path: Path, exporter: str, opset_version, example_size) -> OnnxExportResult:
@@ -205,10 +208,11 @@ def verify_onnx(
     wrapper = model if isinstance(model, _TensorOutputs) else _TensorOutputs(model)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
+    num_channels = wrapper.model.config.num_channels
     errors = {}
     for batch, height, width in sizes:
         height, width = max(height, minimum), max(width, minimum)
-        pixel_values = torch.randn(batch, 3, height, width, generator=generator)
+        pixel_values = torch.randn(batch, num_channels, height, width, generator=generator)
         with torch.no_grad():
             expected = wrapper(pixel_values)
         got = session.run(None, {"pixel_values": pixel_values.numpy()})

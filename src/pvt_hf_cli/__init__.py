@@ -1,0 +1,61 @@
+# Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""The `pvt-hf` command line.
+
+A package of its own beside `pvt_hf`: importing `pvt_hf` registers its classes with transformers' Auto classes (and
+so imports transformers and torch), and a module inside it could not be imported without that. Here every command's
+parser is plain argparse and its handler imports the library when it runs, so `pvt-hf --help` and `pvt-hf CMD --help`
+cost only argparse. One module per command: `add_parser(subparsers)` with `set_defaults(handler=...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from . import convert, demo, evaluate, export_onnx, flops, predict
+from ._common import Terminated, _raise_terminated
+
+COMMANDS = (demo, convert, predict, export_onnx, evaluate, flops)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pvt-hf",
+        description="Pyramid Vision Transformer tools for transformers. (The speed benchmark is a script of the "
+        "source checkout: python benchmarks/benchmark.py --help.)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return args.handler(args)
+    except Terminated:
+        print(f"pvt-hf {args.command}: terminated; partial output removed", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"pvt-hf {args.command}: interrupted; partial output removed", file=sys.stderr)
+        return 130
+    except Exception as error:  # one clear line for users; the traceback on request
+        if getattr(args, "verbose", False):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"pvt-hf {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+__all__ = ["build_parser", "main"]
