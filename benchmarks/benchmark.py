@@ -778,23 +778,16 @@ def run(args) -> str:
 
     train = args.train or (QUICK["train"] if args.quick else "224x8,512x2")
     train_models = args.train_models or (QUICK["train_models"] if args.quick else "pvt-v2-b2,pvt-small")
-    if train != "none":
-        for preset in [name.strip() for name in train_models.split(",") if name.strip()]:
-            for scenario in train.split(","):
-                size, batch = (int(value) for value in scenario.lower().split("x"))
-                log(f"  training {preset} {size}x{size} batch {batch}")
-                training_rows += measure_training(
-                    preset, size, batch, args.train_rounds or (QUICK["train_rounds"] if args.quick else 5), args, device, dtype, log
-                )
     train_segmentation = args.train_segmentation or ("none" if args.quick else "512x2")
-    if train != "none" and train_segmentation != "none":
-        for preset in [name.strip() for name in train_models.split(",") if name.strip()]:
-            for scenario in train_segmentation.split(","):
-                size, batch = (int(value) for value in scenario.lower().split("x"))
-                log(f"  training {preset} {SEMANTIC_FPN} {size}x{size} batch {batch}")
-                training_rows += measure_training(
-                    preset, size, batch, args.train_rounds or 5, args, device, dtype, log, segmentation=True
-                )
+    scenarios = [] if train == "none" else [(scenario, False) for scenario in train.split(",")]
+    if scenarios and train_segmentation != "none":
+        scenarios += [(scenario, True) for scenario in train_segmentation.split(",")]
+    train_rounds = args.train_rounds or (QUICK["train_rounds"] if args.quick else 5)
+    for preset in [name.strip() for name in train_models.split(",") if name.strip()]:
+        for scenario, segmentation in scenarios:
+            size, batch = (int(value) for value in scenario.lower().split("x"))
+            log(f"  training {preset}{f' {SEMANTIC_FPN}' if segmentation else ''} {size}x{size} batch {batch}")
+            training_rows += measure_training(preset, size, batch, train_rounds, args, device, dtype, log, segmentation=segmentation)
     recompile = check_recompilation("pvt-v2-b2", [224, 256, 320, 384], device, dtype, args) if args.recompile_check else None
 
     title = args.title or f"{'GPU' if device.type == 'cuda' else 'CPU'} {args.dtype}{' (quick)' if args.quick else ''}"

@@ -539,7 +539,7 @@ class _Bands:
     def __init__(self, logits: torch.Tensor, out_height: int, out_width: int):
         batch_size, channels, height, width = logits.shape
         self.rows = _source_indices(height, out_height, logits.device)
-        self.columns = _source_indices(width, out_width, logits.device)
+        self.out_width = out_width
         step = max(1, LOSS_BAND_BYTES // (batch_size * channels * out_width * 4))
         lower, upper = self.rows[0].tolist(), self.rows[1].tolist()
         self.bands = []
@@ -551,8 +551,10 @@ class _Bands:
         """The band's upsampled logits from `source`, the logits rows from `first_row` on that it reads."""
         lower, upper, lower_weight, upper_weight = (index[band] for index in self.rows)
         rows = source[:, :, lower - first_row] * lower_weight[:, None] + source[:, :, upper - first_row] * upper_weight[:, None]
-        lower, upper, lower_weight, upper_weight = self.columns
-        return rows[..., lower] * lower_weight + rows[..., upper] * upper_weight
+        # along the rows' full width, aten's own linear kernel maps the columns as the 2-D interpolation does
+        batch_size, channels, height, width = rows.shape
+        upsampled = F.interpolate(rows.reshape(batch_size, channels * height, width), size=self.out_width, mode="linear")
+        return upsampled.view(batch_size, channels, height, self.out_width)
 
 
 class _UpsampledCrossEntropy(torch.autograd.Function):
@@ -562,7 +564,7 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
         ctx.ignore_index = ignore_index
         ctx.count = (labels != ignore_index).sum()
         ctx.save_for_backward(logits, labels)
-        bands = _Bands(logits, *labels.shape[-2:])
+        ctx.bands = bands = _Bands(logits, *labels.shape[-2:])  # index tensors of the output's size: kept, not redone
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
         with torch.autocast(logits.device.type, enabled=False):
             for band, rows in bands.bands:
@@ -573,7 +575,7 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         logits, labels = ctx.saved_tensors
-        bands = _Bands(logits, *labels.shape[-2:])
+        bands = ctx.bands
         grad_logits = torch.zeros_like(logits, dtype=torch.float32)
         scale = grad_loss.float() / ctx.count
         with torch.enable_grad(), torch.autocast(logits.device.type, enabled=False):
