@@ -35,6 +35,7 @@ import PIL
 import PIL.Image
 import torch
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
@@ -43,6 +44,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.utils import is_torchvision_available  # noqa: E402
 
 from pvt_hf.image_processing_pvt import PvtHfImageProcessor  # noqa: E402
+
 
 PHOTOS = (
     "astronaut",
@@ -164,7 +166,7 @@ def main() -> None:
     lines = [
         f"Python {platform.python_version()}, torch {torch.__version__} (1 thread), transformers "
         f"{transformers.__version__}, Pillow {PIL.__version__}, {os.cpu_count()} CPU cores. Batch of {len(images)} PIL "
-        f"RGB photos (skimage.data: {', '.join(PHOTOS)}), `return_tensors=\"pt\"`, median of {args.rounds} interleaved "
+        f'RGB photos (skimage.data: {", ".join(PHOTOS)}), `return_tensors="pt"`, median of {args.rounds} interleaved '
         f"rounds after {args.warmup} warm-up rounds; official transform by {reference_name}.",
         "",
         "| processor | images / CPU-s | ours is N x faster | images / s (wall) | mean abs diff vs official "
@@ -183,13 +185,17 @@ def main() -> None:
         "",
         "Per photo (a batch of 8 copies): images / CPU-s, and ours is N x faster:",
         "",
-        "| photo (W x H) | ours | " + " | ".join(name.split(" (")[0].removeprefix("transformers ") for name in others) + " |",
+        "| photo (W x H) | ours | "
+        + " | ".join(name.split(" (")[0].removeprefix("transformers ") for name in others)
+        + " |",
         "|---|---:|" + "---:|" * len(others),
     ]
     for photo_name, photo in photos.items():
         per_photo, _, _ = time_rounds(contenders, [photo] * 8, max(3, args.rounds // 3), 1)
         cells = [f"{per_photo[name]:.0f} ({per_photo[OURS] / per_photo[name]:.2f}x)" for name in others]
-        lines.append(f"| {photo_name} ({photo.width} x {photo.height}) | {per_photo[OURS]:.0f} | {' | '.join(cells)} |")
+        lines.append(
+            f"| {photo_name} ({photo.width} x {photo.height}) | {per_photo[OURS]:.0f} | {' | '.join(cells)} |"
+        )
     print("\n".join(lines))
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: cost of `pvt_hf.metrics.MeanIoU.update` next to a pvt-v2-b0 forward pass on the same batch.
+"""Benchmark: cost of `pvt_hf.tools.metrics.MeanIoU.update` next to a pvt-v2-b0 forward pass on the same batch.
 
 Goal: accumulating one batch of 16 ADE20K-sized label maps (512 x 512, 150 classes, some pixels 255) takes less than
 a tenth of the time of the forward pass of a pvt-v2-b0 backbone on that batch (16 x 3 x 512 x 512).
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from pvt_hf.metrics import MeanIoU
+from pvt_hf.tools.metrics import MeanIoU
+
 
 GOAL_RATIO = 0.1
 
@@ -80,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric-repeats", type=int, default=10)
     parser.add_argument("--forward-repeats", type=int, default=2, help="forward passes timed (after one warm-up)")
     parser.add_argument("--forward-warmup", type=int, default=1)
-    parser.add_argument("--write-results", nargs="?", const=str(Path(__file__).with_name("RESULTS.md")), default=None, metavar="FILE", help="also write the results as a section of FILE (default FILE: benchmarks/RESULTS.md); without this option nothing is written")
+    parser.add_argument(
+        "--write-results",
+        nargs="?",
+        const=str(Path(__file__).with_name("RESULTS.md")),
+        default=None,
+        metavar="FILE",
+        help="also write the results as a section of FILE (default FILE: benchmarks/RESULTS.md); without this option nothing is written",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -97,15 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []  # (what, times)
     update_times = timed(lambda: metric.update(predictions, references), device, args.metric_repeats)
     rows.append((f"`MeanIoU.update`, int64 label maps {batch}x{size}x{size}", update_times))
-    rows.append((
-        "`MeanIoU.update`, int64 predictions + uint8 references",
-        timed(lambda: metric.update(predictions, references_uint8), device, args.metric_repeats),
-    ))
+    rows.append(
+        (
+            "`MeanIoU.update`, int64 predictions + uint8 references",
+            timed(lambda: metric.update(predictions, references_uint8), device, args.metric_repeats),
+        )
+    )
     rows.append(("`MeanIoU.compute` (150x150 matrix -> scores)", timed(metric.compute, device, args.metric_repeats)))
-    rows.append((
-        f"(info) `MeanIoU.update` from logits {batch}x{num_labels}x{size // 4}x{size // 4}: bilinear resize + argmax",
-        timed(lambda: metric.update(logits, references), device, max(1, args.metric_repeats // 5)),
-    ))
+    rows.append(
+        (
+            f"(info) `MeanIoU.update` from logits {batch}x{num_labels}x{size // 4}x{size // 4}: bilinear resize + argmax",
+            timed(lambda logits=logits: metric.update(logits, references), device, max(1, args.metric_repeats // 5)),
+        )
+    )
     del logits
 
     model, model_description = build_model()

@@ -19,7 +19,7 @@ Training contenders: pvt_hf (the memory-lean training path, the default), pvt_hf
 the plain modules), each also with gradient checkpointing; timm and transformers as above; and our Semantic FPN model
 (pvt_hf with the lean path on and off).
   pvt_hf compile      torch.compile of the same model
-  pvt_hf onnxruntime  the model exported with `pvt_hf.onnx_export.export_onnx`, run by onnxruntime (CPU)
+  pvt_hf onnxruntime  the model exported with `pvt_hf.tools.onnx_export.export_onnx`, run by onnxruntime (CPU)
   transformers        transformers.PvtV2ForImageClassification / PvtForImageClassification (v1 at 224 only:
                       transformers' PVT v1 cannot take other sizes)
   timm                timm.create_model("pvt_v2_*"), when timm is importable
@@ -53,13 +53,14 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from pvt_hf.configuration_pvt import PRESETS, PvtConfig
+
 
 MODELS = {  # preset -> timm architecture (None: timm has no PVT v1)
     "pvt-v2-b0": "pvt_v2_b0",
@@ -71,8 +72,28 @@ DEFAULT_SIZES = [224, 512, 1024, 2048]
 DEFAULT_BATCHES = {224: [8, 32], 512: [2]}  # other sizes: batch 1
 DEFAULT_CONTENDERS = "plain,compile,onnxruntime,transformers,timm"
 # --quick: the comparisons the goals are about, in a few minutes on 2 cores (each setting can still be given)
-QUICK = {"models": "pvt-v2-b2,pvt-small", "sizes": [224], "contenders": "transformers,timm", "rounds": 3,
-         "train": "224x8", "train_models": "pvt-v2-b2", "train_rounds": 2}  # fmt: skip
+QUICK = {
+    "models": "pvt-v2-b2,pvt-small",
+    "sizes": [224],
+    "batches": {},
+    "contenders": "transformers,timm",
+    "rounds": 3,
+    "train": "224x8",
+    "train_models": "pvt-v2-b2",
+    "train_rounds": 2,
+}
+# --quick on CUDA (benchmarks/gpu_check.sh): batches that fill a GPU, sdpa and eager attention, the compiled model;
+# a few minutes on one H100 (with --time-budget as the bound)
+QUICK_CUDA = {
+    "models": "pvt-v2-b2",
+    "sizes": [224, 512],
+    "batches": {224: [128], 512: [16]},
+    "contenders": "eager,compile,transformers,timm",
+    "rounds": 5,
+    "train": "224x64",
+    "train_models": "pvt-v2-b2",
+    "train_rounds": 3,
+}
 OURS = "pvt_hf"
 PLAIN = f"{OURS} plain"
 RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
@@ -154,23 +175,25 @@ def transformers_model(preset: str):
     import transformers
 
     settings = PRESETS[preset]
-    common = dict(
-        hidden_sizes=settings["hidden_sizes"],
-        depths=settings["depths"],
-        num_attention_heads=settings["num_attention_heads"],
-        mlp_ratios=settings["mlp_ratios"],
-        sr_ratios=settings.get("sr_ratios", [8, 4, 2, 1]),
-    )
+    common = {
+        "hidden_sizes": settings["hidden_sizes"],
+        "depths": settings["depths"],
+        "num_attention_heads": settings["num_attention_heads"],
+        "mlp_ratios": settings["mlp_ratios"],
+        "sr_ratios": settings.get("sr_ratios", [8, 4, 2, 1]),
+    }
     if settings["version"] == 1:
         config = transformers.PvtConfig(**common, patch_sizes=[4, 2, 2, 2], strides=[4, 2, 2, 2], num_labels=1000)
         return transformers.PvtForImageClassification(config)
-    config = transformers.PvtV2Config(**common, linear_attention=settings.get("linear_attention", False), num_labels=1000)
+    config = transformers.PvtV2Config(
+        **common, linear_attention=settings.get("linear_attention", False), num_labels=1000
+    )
     return transformers.PvtV2ForImageClassification(config)
 
 
 def ours_from(state_dict: dict, layout: str, preset: str):
     """Our classifier with the weights of a timm or transformers model (through the checkpoint converter)."""
-    from pvt_hf.conversion import _timm_to_official, _transformers_to_official, convert_official_state_dict
+    from pvt_hf.tools.conversion import _timm_to_official, _transformers_to_official, convert_official_state_dict
 
     official = _timm_to_official(state_dict) if layout == "timm" else _transformers_to_official(state_dict)
     official = {key: value.detach().clone() for key, value in official.items()}
@@ -204,12 +227,20 @@ def build_contenders(preset: str, args, device: torch.device, dtype: torch.dtype
     ours.config._attn_implementation = args.attn_implementation
     ours = ours.to(device, dtype).eval()
     contenders = [Contender(OURS, ours, lambda x, m=ours: m(pixel_values=x).logits)]
+    if "eager" in args.contenders and args.attn_implementation != "eager":
+        eager = copy.deepcopy(ours)
+        eager.config._attn_implementation = "eager"  # read at every forward
+        contenders.append(
+            Contender(f"{OURS} eager", eager, lambda x, m=eager: m(pixel_values=x).logits, "eager attention")
+        )
     if "plain" in args.contenders:
         # The one switch between the fused oneDNN inference path and the plain modules (read at every forward).
         if hasattr(ours.config, "fused_cpu_kernels"):
             plain = copy.deepcopy(ours)
             plain.config.fused_cpu_kernels = False
-            contenders.append(Contender(PLAIN, plain, lambda x, m=plain: m(pixel_values=x).logits, "fused_cpu_kernels=False"))
+            contenders.append(
+                Contender(PLAIN, plain, lambda x, m=plain: m(pixel_values=x).logits, "fused_cpu_kernels=False")
+            )
         else:
             notes.append("plain: this pvt-hf has no `fused_cpu_kernels` switch")
 
@@ -231,10 +262,14 @@ def build_contenders(preset: str, args, device: torch.device, dtype: torch.dtype
         model = transformers_reference.to(device, dtype).eval()
         note = "PVT v1: 224x224 only" if PRESETS[preset]["version"] == 1 else ""
         others.append(
-            Contender("transformers", model, lambda x, m=model: m(pixel_values=x).logits, note, source == "transformers")
+            Contender(
+                "transformers", model, lambda x, m=model: m(pixel_values=x).logits, note, source == "transformers"
+            )
         )
         if args.compile_all:
-            others.append(compiled("transformers", model, lambda m, x: m(pixel_values=x).logits, source == "transformers"))
+            others.append(
+                compiled("transformers", model, lambda m, x: m(pixel_values=x).logits, source == "transformers")
+            )
     if timm_model is not None:
         model = timm_model.to(device, dtype).eval()
         others.append(Contender("timm", model, model, same_weights=source == "timm"))
@@ -246,7 +281,7 @@ def build_contenders(preset: str, args, device: torch.device, dtype: torch.dtype
 def onnx_contender(model, args) -> Contender:
     import onnxruntime
 
-    from pvt_hf.onnx_export import export_onnx
+    from pvt_hf.tools.onnx_export import export_onnx
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -378,9 +413,20 @@ SEMANTIC_FPN = "Semantic FPN"  # the training rows of PvtForSemanticSegmentation
 def isolated_training_memory(preset: str, size: int, batch: int, segmentation: bool, name: str, args) -> float | None:
     """The training memory of one contender, measured by this script in a fresh process of its own."""
     request = {"preset": preset, "size": size, "batch": batch, "segmentation": segmentation, "name": name}
-    command = [sys.executable, os.path.abspath(__file__), "--device", args.device, "--dtype", args.dtype,
-               "--attn-implementation", args.attn_implementation, "--contenders", ",".join(sorted(args.contenders)),
-               "--measure-training-memory", json.dumps(request)]  # fmt: skip
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--attn-implementation",
+        args.attn_implementation,
+        "--contenders",
+        ",".join(sorted(args.contenders)),
+        "--measure-training-memory",
+        json.dumps(request),
+    ]
     if args.threads:
         command += ["--threads", str(args.threads)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
@@ -391,7 +437,15 @@ def isolated_training_memory(preset: str, size: int, batch: int, segmentation: b
 
 
 def measure_training(
-    preset: str, size: int, batch: int, rounds: int, args, device, dtype, log, segmentation: bool = False,
+    preset: str,
+    size: int,
+    batch: int,
+    rounds: int,
+    args,
+    device,
+    dtype,
+    log,
+    segmentation: bool = False,
     only: str | None = None,
 ) -> list[Row]:
     """Forward + backward + AdamW step; memory: the step's peak above parameters, gradients and optimizer state.
@@ -413,6 +467,7 @@ def measure_training(
     builders: dict[str, Callable] = {}
     timm_name = MODELS.get(preset)
     if timm is not None and timm_name is not None:
+
         def make_timm(checkpointing: bool):
             model = timm.create_model(timm_name, pretrained=False, num_classes=1000)
             model.set_grad_checkpointing(checkpointing)
@@ -437,10 +492,25 @@ def measure_training(
         f"{OURS} checkpointing": lambda: make_ours(True, True),
         f"{OURS} checkpointing lean off": lambda: make_ours(True, False),
     }
+    if "compile" in args.contenders:
+
+        def make_compiled():
+            model, call = make_ours(False, True)
+            compiled = {}  # compiled at the first step, once the model is on its device and in its dtype
+
+            def compiled_call(module, pixel_values, labels):
+                if "module" not in compiled:
+                    compiled["module"] = torch.compile(module, dynamic=args.compile_dynamic, mode=args.compile_mode)
+                return call(compiled["module"], pixel_values, labels)
+
+            return model, compiled_call
+
+        ours[f"{OURS} compile"] = make_compiled
     builders = {**ours, **builders}
     if "transformers" in args.contenders and not segmentation and (PRESETS[preset]["version"] == 2 or size == 224):
         builders["transformers"] = lambda: (
-            transformers_model(preset), lambda m, x, y: F.cross_entropy(m(pixel_values=x).logits.float(), y)
+            transformers_model(preset),
+            lambda m, x, y: F.cross_entropy(m(pixel_values=x).logits.float(), y),
         )
     if only is not None:
         builders = {only: builders[only]}
@@ -476,7 +546,7 @@ def measure_training(
             step(name)  # allocates gradients and AdamW state
             _sync(device)
             rows[name].first_call = time.perf_counter() - start
-            if args.train_memory == "isolated" and only is None:
+            if train_memory_mode(args) == "isolated" and only is None:
                 rows[name].memory.append(isolated_training_memory(preset, size, batch, segmentation, name, args))
             else:
                 meter.start()  # memory: a step of its own, untimed (see the module's docstring)
@@ -550,19 +620,35 @@ def machine_description(device: torch.device) -> str:
 def versions() -> str:
     import transformers
 
-    parts = [f"Python {platform.python_version()}", f"torch {torch.__version__}", f"transformers {transformers.__version__}"]
+    parts = [
+        f"Python {platform.python_version()}",
+        f"torch {torch.__version__}",
+        f"transformers {transformers.__version__}",
+    ]
     timm = _import_timm()
     parts.append(f"timm {timm.__version__}" if timm is not None else "timm not available")
     for name in ("onnx", "onnxruntime"):
         with contextlib.suppress(ImportError):
             parts.append(f"{name} {__import__(name).__version__}")
-    with contextlib.suppress(Exception):
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        if commit:
-            parts.append(f"pvt-hf at {commit} (+ working tree)")
+    commit = _commit()
+    if commit:
+        parts.append(f"pvt-hf at {commit}")
     return ", ".join(parts)
+
+
+def _commit() -> str | None:
+    """The checkout's commit, "+ changes" when the working tree differs from it."""
+    with contextlib.suppress(Exception):
+
+        def git(*command):
+            return subprocess.run(
+                ["git", *command], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+
+        commit = git("rev-parse", "--short", "HEAD")
+        if commit:
+            return commit + (" + changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return None
 
 
 def _fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -604,7 +690,9 @@ def training_table(rows: list[Row]) -> list[str]:
     ours_memory = {(r.preset, r.size, r.batch): r.peak_memory for r in rows if r.contender == OURS}
     for row in rows:
         if row.error:
-            lines.append(f"| {row.preset} | {row.size}x{row.size} | {row.batch} | {row.contender} | {row.error} | | | |")
+            lines.append(
+                f"| {row.preset} | {row.size}x{row.size} | {row.batch} | {row.contender} | {row.error} | | | |"
+            )
             continue
         ours_peak = ours_memory.get((row.preset, row.size, row.batch))
         lines.append(
@@ -620,7 +708,11 @@ def goal_lines(inference: list[Row], training: list[Row]) -> list[str]:
 
     def find(rows, preset, size, batch, contender):
         return next(
-            (r for r in rows if (r.preset, r.size, r.batch, r.contender) == (preset, size, batch, contender) and not r.error),
+            (
+                r
+                for r in rows
+                if (r.preset, r.size, r.batch, r.contender) == (preset, size, batch, contender) and not r.error
+            ),
             None,
         )
 
@@ -630,12 +722,18 @@ def goal_lines(inference: list[Row], training: list[Row]) -> list[str]:
         if value is None:
             return
         met = value >= target if higher_is_better else value <= target
-        lines.append(f"- {'met' if met else 'NOT met'}: {text}: {value:.2f} (goal {'>=' if higher_is_better else '<='} {target})")
+        lines.append(
+            f"- {'met' if met else 'NOT met'}: {text}: {value:.2f} (goal {'>=' if higher_is_better else '<='} {target})"
+        )
 
     transformers_b2 = find(inference, "pvt-v2-b2", 224, 8, "transformers")
     timm_b2 = find(inference, "pvt-v2-b2", 224, 8, "timm")
     faster = [r.speedup for r in (transformers_b2, timm_b2) if r is not None and r.speedup is not None]
-    goal("pvt-v2-b2 224 batch 8, eager: ours vs the faster of transformers and timm", min(faster) if faster else None, 1.3)
+    goal(
+        "pvt-v2-b2 224 batch 8, eager: ours vs the faster of transformers and timm",
+        min(faster) if faster else None,
+        1.3,
+    )
     row = find(inference, "pvt-small", 224, 8, "transformers")
     goal("pvt-small 224 batch 8, eager: ours vs transformers' PvtModel", row and row.speedup, 1.3)
     row = find(inference, "pvt-v2-b2", 1024, 1, "timm")
@@ -647,19 +745,37 @@ def goal_lines(inference: list[Row], training: list[Row]) -> list[str]:
     if row and ours and row.peak_memory and ours.peak_memory:
         goal("pvt-v2-b2 2048px: our peak memory / timm's", ours.peak_memory / row.peak_memory, 1.0, False)
     compiled = find(inference, "pvt-v2-b2", 224, 8, f"{OURS} compile")
-    goal("pvt-v2-b2 224 batch 8: torch.compile vs our eager", compiled and compiled.speedup and 1 / compiled.speedup, 1.2)
+    goal(
+        "pvt-v2-b2 224 batch 8: torch.compile vs our eager",
+        compiled and compiled.speedup and 1 / compiled.speedup,
+        1.2,
+    )
     for size, batch in ((224, 8), (512, 2)):
-        ours, timm_row = find(training, "pvt-v2-b2", size, batch, OURS), find(training, "pvt-v2-b2", size, batch, "timm")
+        ours, timm_row = (
+            find(training, "pvt-v2-b2", size, batch, OURS),
+            find(training, "pvt-v2-b2", size, batch, "timm"),
+        )
         scenario = f"pvt-v2-b2 training {size} batch {batch}"
         if ours and timm_row and ours.peak_memory and timm_row.peak_memory:
-            goal(f"{scenario}: our peak activation memory / timm's", ours.peak_memory / timm_row.peak_memory, 0.5, False)
+            goal(
+                f"{scenario}: our peak activation memory / timm's", ours.peak_memory / timm_row.peak_memory, 0.5, False
+            )
         goal(f"{scenario}: step time, ours vs timm (time ratio timm / ours)", timm_row and timm_row.speedup, 1.0)
-        lean, plain = (find(training, "pvt-v2-b2", size, batch, f"{OURS} checkpointing{suffix}") for suffix in ("", " lean off"))
+        lean, plain = (
+            find(training, "pvt-v2-b2", size, batch, f"{OURS} checkpointing{suffix}") for suffix in ("", " lean off")
+        )
         if lean and plain and lean.peak_memory and plain.peak_memory:
-            goal(f"{scenario}, gradient checkpointing: peak activation memory, lean / lean off",
-                 lean.peak_memory / plain.peak_memory, 1.0, False)
-            goal(f"{scenario}, gradient checkpointing: step time, lean vs lean off (time ratio off / lean)",
-                 plain.speedup / lean.speedup, 1.0)
+            goal(
+                f"{scenario}, gradient checkpointing: peak activation memory, lean / lean off",
+                lean.peak_memory / plain.peak_memory,
+                1.0,
+                False,
+            )
+            goal(
+                f"{scenario}, gradient checkpointing: step time, lean vs lean off (time ratio off / lean)",
+                plain.speedup / lean.speedup,
+                1.0,
+            )
     return lines
 
 
@@ -668,7 +784,7 @@ def write_section(path: Path, name: str, text: str) -> None:
     begin, end = SECTION_BEGIN.format(name), SECTION_END.format(name)
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     old = path.read_text() if path.exists() else "# PVT benchmarks\n\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
     new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
     path.write_text(new)
 
@@ -679,32 +795,138 @@ def write_section(path: Path, name: str, text: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python benchmarks/benchmark.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=None, help=f"comma-separated presets (default: {','.join(MODELS)}; --quick: {QUICK['models']})")
-    parser.add_argument("--sizes", default=None, help=f"comma-separated input sizes (default: {','.join(map(str, DEFAULT_SIZES))}; --quick: {','.join(map(str, QUICK['sizes']))})")
-    parser.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes for every size (default: 224: 8,32; 512: 2; larger: 1; --quick: the first of these)")
-    parser.add_argument("--large-size-models", default="pvt-v2-b2", help="presets run at sizes above 1024 (default: pvt-v2-b2)")
-    parser.add_argument("--rounds", type=int, default=None, help=f"timed rounds per scenario (default: 7 at 224, 5 at 512, 3 at 1024, 1 above; --quick: {QUICK['rounds']})")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per contender before the rounds (not above 1024)")
-    parser.add_argument("--contenders", default=None, help=f"besides ours: any of plain, compile, onnxruntime, transformers, timm (default: {DEFAULT_CONTENDERS}; --quick: {QUICK['contenders']})")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated presets (default: {','.join(MODELS)}; --quick: {QUICK['models']})",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help=f"comma-separated input sizes (default: {','.join(map(str, DEFAULT_SIZES))}; --quick: {','.join(map(str, QUICK['sizes']))})",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated batch sizes for every size (default: 224: 8,32; 512: 2; larger: 1; --quick: the first of these)",
+    )
+    parser.add_argument(
+        "--large-size-models", default="pvt-v2-b2", help="presets run at sizes above 1024 (default: pvt-v2-b2)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"timed rounds per scenario (default: 7 at 224, 5 at 512, 3 at 1024, 1 above; --quick: {QUICK['rounds']})",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed calls per contender before the rounds (not above 1024)"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=None,
+        help=f"besides ours: any of plain, eager (ours with eager attention), compile, onnxruntime, transformers, timm (default: {DEFAULT_CONTENDERS}; --quick: {QUICK['contenders']}; --quick on CUDA: {QUICK_CUDA['contenders']})",
+    )
     parser.add_argument("--compile-all", action="store_true", help="also torch.compile transformers and timm")
     parser.add_argument("--compile-sizes", default="224", help="sizes at which compiled contenders run (default: 224)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode (default: torch's)")
-    parser.add_argument("--compile-dynamic", default=None, type=lambda v: {"true": True, "false": False}[v.lower()], help="torch.compile dynamic= (default: automatic)")
-    parser.add_argument("--onnx-max-size", type=int, default=1024, help="largest size run through onnxruntime (default: 1024)")
-    parser.add_argument("--train", default=None, help=f"training scenarios SIZExBATCH (default: 224x8,512x2; --quick: {QUICK['train']}); 'none' to skip")
-    parser.add_argument("--train-models", default=None, help=f"presets for the training scenarios (default: pvt-v2-b2,pvt-small; --quick: {QUICK['train_models']})")
-    parser.add_argument("--train-segmentation", default=None, help="training scenarios SIZExBATCH of our Semantic FPN model, for the --train-models (default: 512x2; --quick: none); 'none' to skip")
-    parser.add_argument("--train-rounds", type=int, default=None, help=f"timed training steps per contender (default: 5; --quick: {QUICK['train_rounds']})")
-    parser.add_argument("--train-memory", choices=["isolated", "in-process"], default="isolated", help="measure each training contender's memory in a fresh process of its own (default), or in this one")
-    parser.add_argument("--measure-training-memory", default=None, help=argparse.SUPPRESS)  # the fresh process's request (JSON)
-    parser.add_argument("--recompile-check", action="store_true", help="count dynamo graphs over sizes 224, 256, 320, 384")
-    parser.add_argument("--quick", action="store_true", help="the goals' comparisons only (pvt-v2-b2 and pvt-small at 224, one training scenario): a few minutes on 2 cores")
+    parser.add_argument(
+        "--compile-dynamic",
+        default=None,
+        type=lambda v: {"true": True, "false": False}[v.lower()],
+        help="torch.compile dynamic= (default: automatic)",
+    )
+    parser.add_argument(
+        "--onnx-max-size", type=int, default=1024, help="largest size run through onnxruntime (default: 1024)"
+    )
+    parser.add_argument(
+        "--train",
+        default=None,
+        help=f"training scenarios SIZExBATCH (default: 224x8,512x2; --quick: {QUICK['train']}); 'none' to skip",
+    )
+    parser.add_argument(
+        "--train-models",
+        default=None,
+        help=f"presets for the training scenarios (default: pvt-v2-b2,pvt-small; --quick: {QUICK['train_models']})",
+    )
+    parser.add_argument(
+        "--train-segmentation",
+        default=None,
+        help="training scenarios SIZExBATCH of our Semantic FPN model, for the --train-models (default: 512x2; --quick: none); 'none' to skip",
+    )
+    parser.add_argument(
+        "--train-rounds",
+        type=int,
+        default=None,
+        help=f"timed training steps per contender (default: 5; --quick: {QUICK['train_rounds']})",
+    )
+    parser.add_argument(
+        "--train-memory",
+        choices=["isolated", "in-process"],
+        default=None,
+        help="measure each training contender's memory in a fresh process of its own (default on the CPU, where the heap earlier contenders left behind inflates peaks), or in this one (default on CUDA, whose allocator's peak is exact)",
+    )
+    parser.add_argument(
+        "--measure-training-memory", default=None, help=argparse.SUPPRESS
+    )  # the fresh process's request (JSON)
+    parser.add_argument(
+        "--recompile-check", action="store_true", help="count dynamo graphs over sizes 224, 256, 320, 384"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the goals' comparisons only (pvt-v2-b2 and pvt-small at 224, one training scenario): a few minutes on 2 cores; with --device cuda: pvt-v2-b2 at 224 batch 128 and 512 batch 16, sdpa and eager, compiled, training 224 batch 64",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no scenario after this many seconds (those skipped are listed in the results)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the scenarios and contenders this run would measure, and measure nothing",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="also write the rows as JSON (with the run's date, machine, versions and commit), after every scenario",
+    )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="DIR",
+        help="PNG plots into DIR (images/s and peak memory vs resolution; training-step memory per contender), from this run's --json FILE or from --from-json",
+    )
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="plot these results files (--json of earlier runs) with --plot, and run nothing",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="ours (default: sdpa)")
+    parser.add_argument(
+        "--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="ours (default: sdpa)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--write-results", nargs="?", const=str(RESULTS_FILE), default=None, metavar="FILE", help="also write the results as a section of FILE (default FILE: benchmarks/RESULTS.md), replacing that section only; without this option nothing is written")
-    parser.add_argument("--section", default=None, help="name of this run's section in the results file (default: the device and dtype)")
+    parser.add_argument(
+        "--write-results",
+        nargs="?",
+        const=str(RESULTS_FILE),
+        default=None,
+        metavar="FILE",
+        help="also write the results as a section of FILE (default FILE: benchmarks/RESULTS.md), replacing that section only; without this option nothing is written",
+    )
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="name of this run's section in the results file (default: the device and dtype)",
+    )
     parser.add_argument("--title", default=None, help="heading of this run's section")
     return parser
 
@@ -713,85 +935,188 @@ def _ints(text: str) -> list[int]:
     return [int(value) for value in text.split(",") if value.strip()]
 
 
-def run(args) -> str:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    contenders_text = args.contenders or (QUICK["contenders"] if args.quick else DEFAULT_CONTENDERS)
-    args.contenders = {name.strip() for name in contenders_text.split(",") if name.strip()}
-    if args.measure_training_memory:
-        request = json.loads(args.measure_training_memory)
-        (row,) = measure_training(
-            request["preset"], request["size"], request["batch"], 0, args, device, dtype, lambda message: None,
-            segmentation=request["segmentation"], only=request["name"],
-        )  # fmt: skip
-        if row.error:
-            raise SystemExit(row.error)
-        memory = row.memory[0] if row.memory else None
-        return f"TRAINING-MEMORY {'none' if memory is None else f'{memory:.1f}'}"
-    models_text = args.models or (QUICK["models"] if args.quick else ",".join(MODELS))
+def train_memory_mode(args) -> str:
+    return args.train_memory or ("isolated" if torch.device(args.device).type == "cpu" else "in-process")
+
+
+def quick_settings(args) -> dict:
+    return QUICK_CUDA if torch.device(args.device).type == "cuda" else QUICK
+
+
+@dataclass
+class Plan:
+    """What a run measures: inference scenarios (preset, size, batch) and training scenarios (preset, size, batch,
+    segmentation), in order."""
+
+    inference: list[tuple[str, int, int]]
+    training: list[tuple[str, int, int, bool]]
+    rounds: Callable[[int], int]
+    train_rounds: int
+
+
+def make_plan(args) -> Plan:
+    quick = quick_settings(args) if args.quick else None
+    models_text = args.models or (quick["models"] if quick else ",".join(MODELS))
     presets = [name.strip() for name in models_text.split(",") if name.strip()]
     unknown = [name for name in presets if name not in PRESETS]
     if unknown:
         raise SystemExit(f"unknown presets: {unknown}; expected some of {list(PRESETS)}")
-    sizes = _ints(args.sizes) if args.sizes else (QUICK["sizes"] if args.quick else DEFAULT_SIZES)
+    sizes = _ints(args.sizes) if args.sizes else (quick["sizes"] if quick else DEFAULT_SIZES)
     large_models = {name.strip() for name in args.large_size_models.split(",")}
-    compile_sizes = set(_ints(args.compile_sizes))
+    inference = []
+    for preset in presets:
+        for size in sizes:
+            if size > 1024 and preset not in large_models:
+                continue
+            if args.batch_sizes:
+                batches = _ints(args.batch_sizes)
+            elif quick:
+                batches = quick["batches"].get(size) or DEFAULT_BATCHES.get(size, [1])[:1]
+            else:
+                batches = DEFAULT_BATCHES.get(size, [1])
+            inference += [(preset, size, batch) for batch in batches]
 
-    def rounds_for(size: int) -> int:
+    train = args.train or (quick["train"] if quick else "224x8,512x2")
+    train_models = args.train_models or (quick["train_models"] if quick else "pvt-v2-b2,pvt-small")
+    train_segmentation = args.train_segmentation or ("none" if quick else "512x2")
+    scenarios = [] if train == "none" else [(scenario, False) for scenario in train.split(",")]
+    if scenarios and train_segmentation != "none":
+        scenarios += [(scenario, True) for scenario in train_segmentation.split(",")]
+    training = []
+    for preset in [name.strip() for name in train_models.split(",") if name.strip()]:
+        for scenario, segmentation in scenarios:
+            size, batch = (int(value) for value in scenario.lower().split("x"))
+            training.append((preset, size, batch, segmentation))
+
+    def rounds(size: int) -> int:
         if args.rounds:
             return args.rounds
-        if args.quick:
-            return QUICK["rounds"]
+        if quick:
+            return quick["rounds"]
         return {224: 7, 512: 5, 1024: 3}.get(size, 1)
+
+    return Plan(inference, training, rounds, args.train_rounds or (quick["train_rounds"] if quick else 5))
+
+
+def selected_contenders(contenders: list[Contender], size: int, args) -> list[Contender]:
+    return [
+        c
+        for c in contenders
+        if not ("compile" in c.name and size not in set(_ints(args.compile_sizes)))
+        and not (c.name == f"{OURS} onnxruntime" and size > args.onnx_max_size)
+        and not (c.note.startswith("PVT v1") and size != 224)
+    ]
+
+
+def run(args) -> str:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    contenders_text = args.contenders or (quick_settings(args)["contenders"] if args.quick else DEFAULT_CONTENDERS)
+    args.contenders = {name.strip() for name in contenders_text.split(",") if name.strip()}
+    if args.measure_training_memory:
+        request = json.loads(args.measure_training_memory)
+        (row,) = measure_training(
+            request["preset"],
+            request["size"],
+            request["batch"],
+            0,
+            args,
+            device,
+            dtype,
+            lambda message: None,
+            segmentation=request["segmentation"],
+            only=request["name"],
+        )
+        if row.error:
+            raise SystemExit(row.error)
+        memory = row.memory[0] if row.memory else None
+        return f"TRAINING-MEMORY {'none' if memory is None else f'{memory:.1f}'}"
+    plan = make_plan(args)
+    if args.dry_run:
+        lines = [f"device {device}, dtype {args.dtype}, contenders: ours, {', '.join(sorted(args.contenders))}"]
+        lines += [f"inference {p} {s}x{s} batch {b}, {plan.rounds(s)} rounds" for p, s, b in plan.inference]
+        lines += [
+            f"training {p}{f' {SEMANTIC_FPN}' if seg else ''} {s}x{s} batch {b}, {plan.train_rounds} rounds, "
+            f"memory {train_memory_mode(args)}"
+            for p, s, b, seg in plan.training
+        ]
+        return "\n".join(lines) + "\n"
 
     def log(message: str) -> None:
         print(message, flush=True)
 
-    log(f"machine: {machine_description(device)}\nversions: {versions()}")
-    inference_rows, training_rows, notes = [], [], []
-    for preset in presets:
+    started = time.monotonic()
+    metadata = run_metadata(args, device)
+    log(f"machine: {metadata['machine']}\nversions: {metadata['versions']}")
+    inference_rows, training_rows, notes, skipped = [], [], [], []
+
+    def out_of_time(scenario: str) -> bool:
+        if args.time_budget is not None and time.monotonic() - started > args.time_budget:
+            skipped.append(scenario)
+            log(f"  skipped (past --time-budget {args.time_budget:g} s): {scenario}")
+            return True
+        return False
+
+    def save_json() -> None:  # after every scenario: a run stopped from outside keeps what it measured
+        if args.json:
+            write_rows_json(Path(args.json), metadata, inference_rows, training_rows, notes + skipped_notes())
+
+    def skipped_notes() -> list[str]:
+        return [f"skipped (past --time-budget {args.time_budget:g} s): {', '.join(skipped)}"] if skipped else []
+
+    for preset in dict.fromkeys(p for p, _, _ in plan.inference):
+        scenarios = [(s, b) for p, s, b in plan.inference if p == preset]
+        if out_of_time(f"{preset} inference ({len(scenarios)} scenarios)"):
+            continue
         log(f"{preset}: building contenders")
         contenders, build_notes = build_contenders(preset, args, device, dtype)
         notes += [f"{preset}: {note}" for note in build_notes]
-        for size in sizes:
-            if size > 1024 and preset not in large_models:
+        for size, batch in scenarios:
+            if out_of_time(f"{preset} {size}x{size} batch {batch}"):
                 continue
-            batches = _ints(args.batch_sizes) if args.batch_sizes else DEFAULT_BATCHES.get(size, [1])
-            if args.quick and not args.batch_sizes:
-                batches = batches[:1]
-            for batch in batches:
-                selected = [
-                    c for c in contenders
-                    if not ("compile" in c.name and size not in compile_sizes)
-                    and not (c.name == f"{OURS} onnxruntime" and size > args.onnx_max_size)
-                    and not (c.note.startswith("PVT v1") and size != 224)
-                ]
-                log(f"  {preset} {size}x{size} batch {batch}: {', '.join(c.name for c in selected)}")
-                inference_rows += measure_inference(
-                    selected, preset, size, batch, rounds_for(size), args.warmup if size <= 1024 else 0, device, dtype, log
-                )
-                if any(c.note.startswith("PVT v1") for c in contenders) and size != 224:
-                    notes.append(f"{preset} {size}: transformers' PVT v1 skipped (it accepts 224x224 only)")
+            selected = selected_contenders(contenders, size, args)
+            log(f"  {preset} {size}x{size} batch {batch}: {', '.join(c.name for c in selected)}")
+            inference_rows += measure_inference(
+                selected,
+                preset,
+                size,
+                batch,
+                plan.rounds(size),
+                args.warmup if size <= 1024 else 0,
+                device,
+                dtype,
+                log,
+            )
+            if any(c.note.startswith("PVT v1") for c in contenders) and size != 224:
+                notes.append(f"{preset} {size}: transformers' PVT v1 skipped (it accepts 224x224 only)")
+            save_json()
         del contenders
         gc.collect()
 
-    train = args.train or (QUICK["train"] if args.quick else "224x8,512x2")
-    train_models = args.train_models or (QUICK["train_models"] if args.quick else "pvt-v2-b2,pvt-small")
-    train_segmentation = args.train_segmentation or ("none" if args.quick else "512x2")
-    scenarios = [] if train == "none" else [(scenario, False) for scenario in train.split(",")]
-    if scenarios and train_segmentation != "none":
-        scenarios += [(scenario, True) for scenario in train_segmentation.split(",")]
-    train_rounds = args.train_rounds or (QUICK["train_rounds"] if args.quick else 5)
-    for preset in [name.strip() for name in train_models.split(",") if name.strip()]:
-        for scenario, segmentation in scenarios:
-            size, batch = (int(value) for value in scenario.lower().split("x"))
-            log(f"  training {preset}{f' {SEMANTIC_FPN}' if segmentation else ''} {size}x{size} batch {batch}")
-            training_rows += measure_training(preset, size, batch, train_rounds, args, device, dtype, log, segmentation=segmentation)
-    recompile = check_recompilation("pvt-v2-b2", [224, 256, 320, 384], device, dtype, args) if args.recompile_check else None
+    for preset, size, batch, segmentation in plan.training:
+        scenario = f"training {preset}{f' {SEMANTIC_FPN}' if segmentation else ''} {size}x{size} batch {batch}"
+        if out_of_time(scenario):
+            continue
+        log(f"  {scenario}")
+        training_rows += measure_training(
+            preset, size, batch, plan.train_rounds, args, device, dtype, log, segmentation=segmentation
+        )
+        save_json()
+    recompile = (
+        check_recompilation("pvt-v2-b2", [224, 256, 320, 384], device, dtype, args) if args.recompile_check else None
+    )
+    notes += skipped_notes()
+    save_json()
 
     title = args.title or f"{'GPU' if device.type == 'cuda' else 'CPU'} {args.dtype}{' (quick)' if args.quick else ''}"
-    lines = [f"## {title}", "", f"- machine: {machine_description(device)}", f"- versions: {versions()}"]
+    lines = [
+        f"## {title}",
+        "",
+        f"- run: {metadata['date']}, commit {metadata['commit']}",
+        f"- machine: {metadata['machine']}",
+        f"- versions: {metadata['versions']}",
+    ]
     lines.append(
         f"- command: `python benchmarks/benchmark.py {' '.join(sys.argv[1:])}`; rounds interleaved, medians; "
         "'ours is N x faster' = median over rounds of (contender time / our time) in the same round"
@@ -799,7 +1124,8 @@ def run(args) -> str:
     lines += [f"- note: {note}" for note in notes]
     if recompile:
         lines.append(f"- recompilation: {recompile}")
-    lines += ["", "### Inference", "", *inference_table(inference_rows)]
+    if inference_rows:
+        lines += ["", "### Inference", "", *inference_table(inference_rows)]
     if training_rows:
         lines += ["", "### Training step (forward + backward + AdamW)", "", *training_table(training_rows)]
     goals = goal_lines(inference_rows, training_rows)
@@ -808,15 +1134,177 @@ def run(args) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Results as JSON, and plots of them
+
+
+def run_metadata(args, device: torch.device) -> dict:
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": _commit() or "unknown",
+        "machine": machine_description(device),
+        "versions": versions(),
+        "device": args.device,
+        "dtype": args.dtype,
+        "command": f"python benchmarks/benchmark.py {' '.join(sys.argv[1:])}",
+    }
+
+
+def _row_record(row: Row, kind: str) -> dict:
+    record = {"kind": kind, **asdict(row)}
+    record.update(
+        median=row.median, images_per_second=row.images_per_second, peak_memory=row.peak_memory, speedup=row.speedup
+    )
+    return record
+
+
+def write_rows_json(path: Path, metadata: dict, inference: list[Row], training: list[Row], notes: list[str]) -> None:
+    """The run's rows (with the run's date, machine, versions and commit) as JSON, written whole or not at all."""
+    rows = [_row_record(row, "inference") for row in inference] + [_row_record(row, "training") for row in training]
+    text = json.dumps({"run": metadata, "notes": notes, "rows": rows}, indent=1, allow_nan=False, default=str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.incomplete")
+    temporary.write_text(text + "\n")
+    os.replace(temporary, path)
+
+
+def read_rows_json(paths: list[str]) -> list[dict]:
+    """The rows of one or more results files, each with its run's metadata under "run"."""
+    rows = []
+    for name in paths:
+        try:
+            data = json.loads(Path(name).read_text())
+            rows += [{**row, "run": data["run"]} for row in data["rows"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(
+                f"--from-json {name}: not a results file of this benchmark ({type(error).__name__}: {error})"
+            )
+    return rows
+
+
+PLOTTED = (OURS, "timm", "transformers")
+
+
+def plot_results(rows: list[dict], folder: Path) -> list[Path]:
+    """PNG plots: per preset and device/dtype, images/s and peak memory against resolution for ours, timm and
+    transformers (at each size the smallest batch that all of them ran); and the training step's peak memory per
+    contender (the lean path, without it, with checkpointing, timm, transformers) per scenario."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    good = [row for row in rows if not row.get("error") and row.get("median")]
+    setups = sorted({(row["run"]["device"], row["run"]["dtype"]) for row in good})
+    for device, dtype in setups:
+        same = [row for row in good if (row["run"]["device"], row["run"]["dtype"]) == (device, dtype)]
+        inference = [row for row in same if row["kind"] == "inference"]
+        for preset in sorted({row["preset"] for row in inference}):
+            points = {}
+            for row in (row for row in inference if row["preset"] == preset and row["contender"] in PLOTTED):
+                key = (row["contender"], row["size"])
+                if key not in points or row["batch"] < points[key]["batch"]:
+                    points[key] = row
+            sizes = sorted({size for _, size in points})
+            if len(sizes) < 2:
+                continue
+            figure, (speed_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+            for contender in PLOTTED:
+                line = [points[(contender, size)] for size in sizes if (contender, size) in points]
+                if not line:
+                    continue
+                x = [row["size"] for row in line]
+                speed_axis.plot(x, [row["images_per_second"] for row in line], marker="o", label=contender)
+                memory = [(row["size"], row["peak_memory"]) for row in line if row.get("peak_memory")]
+                if memory:
+                    memory_axis.plot(*zip(*memory), marker="o", label=contender)
+            for axis, label in ((speed_axis, "images / s"), (memory_axis, "peak extra memory (MiB)")):
+                axis.set_xscale("log", base=2)
+                axis.set_yscale("log")
+                axis.set_xticks(
+                    sizes, [f"{s}\nb{min(r['batch'] for r in points.values() if r['size'] == s)}" for s in sizes]
+                )
+                axis.xaxis.set_minor_locator(
+                    matplotlib.ticker.NullLocator()
+                )  # (the y axes keep theirs: labels within a decade)
+                axis.set_xlabel("input size (px), batch")
+                axis.set_ylabel(label)
+                axis.grid(True, alpha=0.3)
+                axis.legend()
+            figure.suptitle(f"{preset} inference, {device} {dtype}")
+            figure.tight_layout()
+            written.append(_save(figure, folder / f"inference-{preset}-{device}-{dtype}.png", plt))
+        training = [row for row in same if row["kind"] == "training" and row.get("peak_memory")]
+        scenarios = sorted({(row["preset"], row["size"], row["batch"]) for row in training})
+        if scenarios:
+            figure, axes = plt.subplots(
+                len(scenarios),
+                1,
+                figsize=(
+                    8,
+                    1.2
+                    + 0.45
+                    * max(
+                        sum(1 for row in training if (row["preset"], row["size"], row["batch"]) == scenario)
+                        for scenario in scenarios
+                    )
+                    * len(scenarios),
+                ),
+                squeeze=False,
+            )
+            for axis, scenario in zip(axes[:, 0], scenarios):
+                bars = [row for row in training if (row["preset"], row["size"], row["batch"]) == scenario]
+                axis.barh(
+                    [row["contender"] for row in bars],
+                    [row["peak_memory"] for row in bars],
+                    color=["tab:blue" if row["contender"].startswith(OURS) else "tab:gray" for row in bars],
+                )
+                axis.invert_yaxis()
+                axis.set_title(f"{scenario[0]} {scenario[1]}x{scenario[1]} batch {scenario[2]}", fontsize=10)
+                axis.set_xlabel("peak activation memory of a training step (MiB)")
+                axis.grid(True, axis="x", alpha=0.3)
+            figure.suptitle(f"training step memory, {device} {dtype}")
+            figure.tight_layout()
+            written.append(_save(figure, folder / f"training-memory-{device}-{dtype}.png", plt))
+    return written
+
+
+def _save(figure, path: Path, plt) -> Path:
+    temporary = path.with_name(f".{path.stem}.incomplete.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print it, and write its section of the results file when asked (--write-results)."""
+    """Run the benchmark, print it, and write its section of the results file when asked (--write-results);
+    or, with --from-json, only plot earlier results (--plot)."""
     args = build_parser().parse_args(argv)
+    if args.from_json:
+        if not args.plot:
+            raise SystemExit("--from-json needs --plot DIR (it plots earlier results and runs nothing)")
+        for path in plot_results(read_rows_json(args.from_json), Path(args.plot)):
+            print(f"wrote {path}")
+        return 0
     text = run(args)
     print(text)
+    if args.dry_run or args.measure_training_memory:
+        return 0
     if args.write_results:
         name = args.section or f"{args.device}-{args.dtype}{'-quick' if args.quick else ''}"
         write_section(Path(args.write_results), name, text)
         print(f"wrote section '{name}' of {args.write_results}")
+    if args.json:
+        print(f"wrote {args.json}")
+    if args.plot:
+        if not args.json:
+            raise SystemExit("--plot DIR after a run needs --json FILE (the plots are made from it)")
+        for path in plot_results(read_rows_json([args.json]), Path(args.plot)):
+            print(f"wrote {path}")
     return 0
 
 

@@ -11,5 +11,6 @@ import sys
 
 from pvt_hf_cli import main
 
+
 if __name__ == "__main__":
     sys.exit(main(["convert", *sys.argv[1:]]))

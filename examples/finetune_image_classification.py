@@ -19,7 +19,10 @@ Several processes: `accelerate launch --multi_gpu --num_processes N examples/fin
 (or torchrun) on GPUs; N gloo DDP processes on the CPU: `ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N
 examples/finetune_image_classification.py ...` (accelerate 1.x's `accelerate launch --cpu --num_processes N` needs
 mpirun). `--save_steps K --save_strategy steps` writes OUTPUT_DIR/checkpoint-K; `--resume_from_checkpoint latest` (or
-a path) continues from the newest complete one.
+a path) continues from the newest complete one. FSDP on GPUs: the Trainer's own `--fsdp "full_shard auto_wrap"
+--fsdp_config '{"transformer_layer_cls_to_wrap": ["PvtLayer"]}'` (FSDP2, the default version; or `accelerate launch
+--config_file examples/accelerate_configs/fsdp2.yaml`); checkpoints keep the configured state dict type, the final
+OUTPUT_DIR always gets the full state dict, which `from_pretrained` loads.
 
 The evaluation transform is the model's `PvtImageProcessor` (the official one: short side to size / crop_pct,
 bicubic, center crop), saved with the model; the training augmentations below are this script's.
@@ -33,10 +36,15 @@ Training augmentation (`--augmentation`):
   epochs, 300 epochs: pass them as Trainer arguments.
 * `none`: the evaluation transform.
 
-Each part can be changed on its own (`--rand_augment`, `--mixup_alpha`, `--cutmix_alpha`, `--label_smoothing`,
-`--random_erasing_prob`, `--hflip_prob`, `--min_crop_scale`). Everything is implemented with torch and PIL (no timm).
-Accuracy is computed locally (no `evaluate.load` from the Hub). `all_results.json` in OUTPUT_DIR holds
-`eval_accuracy`.
+Each part can be changed on its own (`--rand_augment`, `--mixup_alpha`, `--cutmix_alpha`, the Trainer's
+`--label_smoothing_factor` (0.1 with `official` unless given; applied while training, to mixup's targets too),
+`--random_erasing_prob`, `--hflip_prob`, `--min_crop_scale`). Everything is implemented with torch and PIL: not
+timm, and not torchvision's v2 RandAugment / MixUp / CutMix / RandomErasing, whose PyPI wheels require their own torch
+build (torch 2.14.1, a 5 GB CUDA build, beside the CPU torch of CI) and whose RandAugment is not timm's
+`rand-m9-mstd0.5-inc1` (another op set, no magnitude noise). Data are read by the library's `ImageFolderSource` /
+`DatasetsSource` (`pvt_hf.tools.evaluation`, as `pvt-hf evaluate` reads them). Accuracy is computed locally (no
+`evaluate.load` from the Hub). `all_results.json` in OUTPUT_DIR holds `eval_accuracy` (a fraction in [0, 1]).
+`--output_dir` may not be, contain or lie inside `--model_name_or_path` or the data.
 """
 
 from __future__ import annotations
@@ -55,22 +63,50 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageEnhance, ImageOps
-
 import transformers
+from PIL import Image, ImageEnhance, ImageOps
 from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
 from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification, PvtImageProcessor, match_gradient_layout
+from pvt_hf.tools.evaluation import DatasetsSource, ImageFolderSource
+from pvt_hf.tools.io_utils import (
+    check_model_argument,
+    refuse_output_over_arguments,
+    remove_if_left_empty,
+    trainer_checkpoint,
+)
+
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-AUGMENTATION_PRESETS = {
-    "none": dict(min_crop_scale=None, hflip_prob=0.0, rand_augment="none", random_erasing_prob=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0),
-    "light": dict(min_crop_scale=0.35, hflip_prob=0.5, rand_augment="none", random_erasing_prob=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, label_smoothing=0.0),
-    "official": dict(min_crop_scale=0.08, hflip_prob=0.5, rand_augment="rand-m9-mstd0.5-inc1", random_erasing_prob=0.25, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1),
-}  # fmt: skip
+AUGMENTATION_PRESETS = {  # and the Trainer's label_smoothing_factor: 0.1 for "official" unless given
+    "none": {
+        "min_crop_scale": None,
+        "hflip_prob": 0.0,
+        "rand_augment": "none",
+        "random_erasing_prob": 0.0,
+        "mixup_alpha": 0.0,
+        "cutmix_alpha": 0.0,
+    },
+    "light": {
+        "min_crop_scale": 0.35,
+        "hflip_prob": 0.5,
+        "rand_augment": "none",
+        "random_erasing_prob": 0.0,
+        "mixup_alpha": 0.0,
+        "cutmix_alpha": 0.0,
+    },
+    "official": {
+        "min_crop_scale": 0.08,
+        "hflip_prob": 0.5,
+        "rand_augment": "rand-m9-mstd0.5-inc1",
+        "random_erasing_prob": 0.25,
+        "mixup_alpha": 0.8,
+        "cutmix_alpha": 1.0,
+    },
+}
+OFFICIAL_LABEL_SMOOTHING = 0.1
 
 
 @dataclass
@@ -80,7 +116,7 @@ class ModelArguments:
         metadata={"help": f"a pvt-hf folder or Hub id, or a preset name for a new model ({', '.join(PRESETS)})"},
     )
     config_overrides: str | None = field(
-        default=None, metadata={"help": 'JSON of PvtConfig fields, e.g. \'{"drop_path_rate": 0.1}\''}
+        default=None, metadata={"help": "JSON of PvtConfig fields, e.g. '{\"drop_path_rate\": 0.1}'"}
     )
     ignore_mismatched_sizes: bool = field(
         default=True, metadata={"help": "give the classifier a new head when the number of classes differs"}
@@ -88,42 +124,54 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False)
 
     def __post_init__(self):
-        if missing_local_path(self.model_name_or_path):
-            raise FileNotFoundError(f"--model_name_or_path {self.model_name_or_path}: no such file or directory")
-
-
-def missing_local_path(value: str | None) -> bool:
-    """True when `value` can only be meant as a local path (./x, ../x, /x, ~/x, a/b/c) and does not exist: transformers
-    would report it as an invalid Hub repository id. Preset names and `org/name` Hub ids are not local paths."""
-    if not value or value in PRESETS or Path(value).expanduser().exists():
-        return False
-    return value.startswith((".", "/", "~", "\\")) or value.strip("/").count("/") > 1 or "\\" in value
+        if self.model_name_or_path not in PRESETS:
+            check_model_argument(self.model_name_or_path, "--model_name_or_path")
 
 
 @dataclass
 class DataArguments:
     train_dir: str | None = field(default=None, metadata={"help": "a folder with one sub-folder of images per class"})
     validation_dir: str | None = field(default=None, metadata={"help": "same layout as --train_dir"})
-    dataset_name: str | None = field(default=None, metadata={"help": "a Hub dataset, or a local `save_to_disk` folder"})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "a Hub dataset, or a local `save_to_disk` folder"}
+    )
     dataset_config_name: str | None = field(default=None)
     image_column_name: str = field(default="image")
     label_column_name: str = field(default="label")
     train_split: str = field(default="train")
-    validation_split: str | None = field(default=None, metadata={"help": "default: 'validation' (else 'test') if present"})
-    train_val_split: float = field(default=0.15, metadata={"help": "share of the training data held out when there is no validation data"})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "default: 'validation' (else 'test') if present"}
+    )
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "share of the training data held out when there is no validation data"}
+    )
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
-    image_size: int | None = field(default=None, metadata={"help": "input resolution (default: the model's image processor's crop, or the config's image_size)"})
-    crop_pct: float = field(default=0.875, metadata={"help": "with --image_size: evaluation resizes the short side to image_size / crop_pct, then center-crops"})
-    augmentation: str = field(default="light", metadata={"help": "none | light | official (see the module docstring)", "choices": list(AUGMENTATION_PRESETS)})
-    min_crop_scale: float | None = field(default=None, metadata={"help": "random resized crop's smallest area share (default: from --augmentation)"})
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "input resolution (default: the model's image processor's crop, or the config's image_size)"
+        },
+    )
+    crop_pct: float = field(
+        default=0.875,
+        metadata={
+            "help": "with --image_size: evaluation resizes the short side to image_size / crop_pct, then center-crops"
+        },
+    )
+    augmentation: str = field(
+        default="light",
+        metadata={"help": "none | light | official (see the module docstring)", "choices": list(AUGMENTATION_PRESETS)},
+    )
+    min_crop_scale: float | None = field(
+        default=None, metadata={"help": "random resized crop's smallest area share (default: from --augmentation)"}
+    )
     hflip_prob: float | None = field(default=None)
     rand_augment: str | None = field(default=None, metadata={"help": "'rand-m9-mstd0.5-inc1'-style spec, or 'none'"})
     random_erasing_prob: float | None = field(default=None)
     mixup_alpha: float | None = field(default=None)
     cutmix_alpha: float | None = field(default=None)
     mixup_switch_prob: float = field(default=0.5, metadata={"help": "chance of cutmix when both are on"})
-    label_smoothing: float | None = field(default=None)
 
     def __post_init__(self):
         if not self.dataset_name and not self.train_dir:
@@ -134,79 +182,11 @@ class DataArguments:
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-class ImageFolderSource:
-    """`root/<class name>/<image>` files; classes sorted by name."""
-
-    def __init__(self, root: str | Path, class_names: list[str] | None = None):
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such folder")
-        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        self.class_names = class_names or found
-        unknown = sorted(set(found) - set(self.class_names))
-        if unknown:
-            raise ValueError(f"{root} has classes that the training data lacks: {unknown}")
-        self.samples = [
-            (path, index)
-            for index, name in enumerate(self.class_names) if (root / name).is_dir()
-            for path in sorted((root / name).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES
-        ]  # fmt: skip
-        if not self.samples:
-            raise FileNotFoundError(f"no images in the class folders of {root}")
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def load(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB"), label
-        except (OSError, SyntaxError, ValueError) as error:  # PIL: truncated data, broken chunks, unknown format
-            raise OSError(f"cannot read the image file {path}: {error}") from error
-
-    def labels(self) -> list[int]:
-        return [label for _, label in self.samples]
-
-
-class HubSource:
-    def __init__(self, dataset, image_column: str, label_column: str):
-        for column in (image_column, label_column):
-            if column not in dataset.column_names:
-                raise ValueError(f"the dataset has no column {column!r} (columns: {dataset.column_names})")
-        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
-        feature = dataset.features[label_column]
-        self.class_names = list(feature.names) if hasattr(feature, "names") else None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def load(self, index: int) -> tuple[Image.Image, int]:
-        try:  # the Image feature decodes the file when the row is read
-            row = self.dataset[index]
-            image = row[self.image_column]
-            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
-            return image.convert("RGB"), int(row[self.label_column])
-        except (OSError, SyntaxError, ValueError) as error:
-            raise OSError(f"cannot read row {index} of the dataset ({self.describe(index)}): {error}") from error
-
-    def describe(self, index: int) -> str:
-        """The image file of a row, as far as the dataset stores it (for error messages)."""
-        import datasets
-
-        try:
-            raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[index][self.image_column]
-            return f"{self.image_column}: {raw.get('path') or 'bytes in the dataset'}"
-        except Exception:  # not an Image column
-            return f"column {self.image_column}"
-
-    def labels(self) -> list[int]:
-        return [int(label) for label in self.dataset[self.label_column]]
-
-
 class IndexedSource:
+    """Some samples of a source, in the given order."""
+
     def __init__(self, source, indices):
-        self.source, self.indices, self.class_names = source, list(indices), source.class_names
+        self.source, self.indices = source, list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -214,9 +194,29 @@ class IndexedSource:
     def load(self, index: int):
         return self.source.load(self.indices[index])
 
-    def labels(self) -> list[int]:
-        labels = self.source.labels()
-        return [labels[i] for i in self.indices]
+    def describe(self, index: int) -> str:
+        return self.source.describe(self.indices[index])
+
+
+def source_labels(source) -> list[int]:
+    """Every sample's label id, without reading the images (`DatasetsSource` has checked that they are integers)."""
+    if isinstance(source, IndexedSource):
+        labels = source_labels(source.source)
+        return [labels[i] for i in source.indices]
+    if isinstance(source, ImageFolderSource):
+        return [label for _, label in source.samples]
+    return [int(label) for label in source.dataset[source.label_column]]
+
+
+def dataset_source(dataset, image_column: str, label_column: str, what: str) -> DatasetsSource:
+    """A split read by the library's `DatasetsSource`, from the user's image and label columns."""
+    for argument, column in (("--image_column_name", image_column), ("--label_column_name", label_column)):
+        if column not in dataset.column_names:
+            raise ValueError(f"{argument} {column!r}: {what} has no such column (columns: {dataset.column_names})")
+    source = DatasetsSource(dataset, {}, math.inf, what=what, image_column=image_column, label_column=label_column)
+    feature = dataset.features[label_column]
+    source.class_names = list(feature.names) if hasattr(feature, "names") else None
+    return source
 
 
 def load_sources(args: DataArguments, seed: int):
@@ -229,16 +229,37 @@ def load_sources(args: DataArguments, seed: int):
             splits = datasets.load_from_disk(args.dataset_name)
         else:
             splits = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
-        train = HubSource(splits[args.train_split], args.image_column_name, args.label_column_name)
+        if args.train_split not in splits:
+            raise ValueError(
+                f"--dataset_name {args.dataset_name}: no split {args.train_split!r} (splits: {list(splits)})"
+            )
         validation_split = args.validation_split or next((s for s in ("validation", "test") if s in splits), None)
-        validation = HubSource(splits[validation_split], args.image_column_name, args.label_column_name) if validation_split else None
-        class_names = train.class_names or [str(i) for i in range(max(train.labels()) + 1)]
+        train, validation = (
+            dataset_source(
+                splits[split],
+                args.image_column_name,
+                args.label_column_name,
+                f"split {split!r} of --dataset_name {args.dataset_name}",
+            )
+            if split
+            else None
+            for split in (args.train_split, validation_split)
+        )
+        class_names = train.class_names or [str(i) for i in range(max(source_labels(train)) + 1)]
         names = {"training": f"split {args.train_split!r}", "validation": f"split {validation_split!r}"}
     else:
         data = f"--train_dir {args.train_dir}"
-        train = ImageFolderSource(args.train_dir)
-        class_names = train.class_names
-        validation = ImageFolderSource(args.validation_dir, class_names) if args.validation_dir else None
+        train = ImageFolderSource(args.train_dir, {}, math.inf)  # classes: the sorted folder names
+        class_names = train.classes
+        validation = None
+        if args.validation_dir:
+            validation = ImageFolderSource(
+                args.validation_dir, {name: i for i, name in enumerate(class_names)}, len(class_names)
+            )
+            if validation.label_mapping != "by-name":
+                raise ValueError(
+                    f"--validation_dir {args.validation_dir}: its classes {validation.classes} are not among the training classes {class_names}"
+                )
         names = {"training": args.train_dir, "validation": f"--validation_dir {args.validation_dir}"}
     check_labels(data, names, class_names, train, validation)
     if validation is None and args.train_val_split > 0:
@@ -259,7 +280,7 @@ def check_labels(data: str, names: dict, class_names: list[str], train, validati
     for role, source in (("training", train), ("validation", validation)):
         if source is None:
             continue
-        labels = np.asarray(source.labels())
+        labels = np.asarray(source_labels(source), np.int64)
         outside = labels[(labels < 0) | (labels >= len(class_names))]
         if len(outside):
             raise ValueError(
@@ -333,7 +354,10 @@ class RandAugment:
             raise ValueError(f"RandAugment spec must start with 'rand', got {spec!r}")
         self.num_ops, self.magnitude, self.magnitude_std, self.prob = 2, 9.0, 0.0, 0.5
         for part in parts[1:]:
-            key, value = part[0] if not part.startswith("mstd") else "mstd", part[1:] if not part.startswith("mstd") else part[4:]
+            key, value = (
+                part[0] if not part.startswith("mstd") else "mstd",
+                part[1:] if not part.startswith("mstd") else part[4:],
+            )
             if key == "m":
                 self.magnitude = float(value)
             elif key == "n":
@@ -427,7 +451,9 @@ def input_size(processor: PvtImageProcessor) -> int:
     size = dict(size)
     side = size.get("height", size.get("shortest_edge"))
     if side is None or size.get("width", side) != side:
-        raise ValueError(f"the image processor gives no square input size (crop_size {processor.crop_size}, size {processor.size}); pass --image_size")
+        raise ValueError(
+            f"the image processor gives no square input size (crop_size {processor.crop_size}, size {processor.size}); pass --image_size"
+        )
     return int(side)
 
 
@@ -438,7 +464,9 @@ class ClassificationDataset(torch.utils.data.Dataset):
     def __init__(self, source, processor: PvtImageProcessor, args: DataArguments | None, train: bool):
         self.source, self.processor, self.args, self.train = source, processor, args, train
         self.size = input_size(processor)
-        self.rand_augment = RandAugment(args.rand_augment) if train and args.rand_augment not in (None, "", "none") else None
+        self.rand_augment = (
+            RandAugment(args.rand_augment) if train and args.rand_augment not in (None, "", "none") else None
+        )
 
     def __len__(self) -> int:
         return len(self.source)
@@ -501,22 +529,36 @@ class ClassificationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, pixel_values = inputs["labels"], inputs["pixel_values"]
         recipe, num_labels = self.recipe, self.model.config.num_labels
-        if model.training and recipe is not None and (recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0) and len(labels) > 1:
+        if (
+            model.training
+            and recipe is not None
+            and (recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0)
+            and len(labels) > 1
+        ):
             pixel_values, targets = mixup_cutmix(
-                pixel_values, labels, num_labels, recipe.mixup_alpha, recipe.cutmix_alpha, recipe.mixup_switch_prob,
-                recipe.label_smoothing,
-            )  # fmt: skip
+                pixel_values,
+                labels,
+                num_labels,
+                recipe.mixup_alpha,
+                recipe.cutmix_alpha,
+                recipe.mixup_switch_prob,
+                self.args.label_smoothing_factor,
+            )
             outputs = model(pixel_values=pixel_values)
             loss = torch.sum(-targets * F.log_softmax(outputs.logits.float(), dim=-1), dim=-1).mean()
         else:
             outputs = model(pixel_values=pixel_values)
-            smoothing = recipe.label_smoothing if (recipe is not None and model.training) else 0.0
+            smoothing = self.args.label_smoothing_factor if model.training else 0.0
             loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=smoothing)
         return (loss, outputs) if return_outputs else loss
 
 
 def compute_metrics(eval_prediction) -> dict:
-    logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
+    logits = (
+        eval_prediction.predictions[0]
+        if isinstance(eval_prediction.predictions, tuple)
+        else eval_prediction.predictions
+    )
     return {"accuracy": float((np.argmax(logits, axis=-1) == eval_prediction.label_ids).mean())}
 
 
@@ -526,15 +568,21 @@ def build_model(model_args: ModelArguments, class_names: list[str]):
     label2id = {name: index for index, name in id2label.items()}
     overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
     if model_args.model_name_or_path in PRESETS:
-        config = PvtConfig.from_preset(model_args.model_name_or_path, id2label=id2label, label2id=label2id, **overrides)
+        config = PvtConfig.from_preset(
+            model_args.model_name_or_path, id2label=id2label, label2id=label2id, **overrides
+        )
         return PvtForImageClassification(config)
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code, **overrides)
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code, **overrides
+    )
     if {int(k): v for k, v in config.id2label.items()} != id2label:
         config.id2label, config.label2id = id2label, label2id
     return AutoModelForImageClassification.from_pretrained(
-        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        model_args.model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         trust_remote_code=model_args.trust_remote_code,
-    )  # fmt: skip
+    )
 
 
 def image_processor_for(model_args: ModelArguments, data_args: DataArguments, model) -> PvtImageProcessor:
@@ -546,45 +594,10 @@ def image_processor_for(model_args: ModelArguments, data_args: DataArguments, mo
         try:
             return PvtImageProcessor.from_pretrained(model_args.model_name_or_path)
         except OSError:  # a folder or repository without preprocessor_config.json
-            logger.info(f"{model_args.model_name_or_path} has no image processor: the official one at {model.config.image_size}px")
+            logger.info(
+                f"{model_args.model_name_or_path} has no image processor: the official one at {model.config.image_size}px"
+            )
     return PvtImageProcessor(crop_size=model.config.image_size, crop_pct=data_args.crop_pct)
-
-
-
-def resolve_checkpoint(training_args: TrainingArguments) -> str | None:
-    """--resume_from_checkpoint: `latest` = the newest complete OUTPUT_DIR/checkpoint-N (the Trainer writes
-    trainer_state.json last), None if there is none; a named folder must be complete. A checkpoint at or past
-    --max_steps leaves nothing to train: past it is an error, at it a warning."""
-    value = training_args.resume_from_checkpoint
-    if not value:
-        return None
-    if value == "latest":
-        output_dir, path = Path(training_args.output_dir), None
-        found = sorted(
-            (int(p.name.split("-", 1)[1]), p) for p in (output_dir.glob("checkpoint-*") if output_dir.is_dir() else [])
-            if p.is_dir() and p.name.split("-", 1)[1].isdigit()
-        )  # fmt: skip
-        for _, candidate in reversed(found):
-            if (candidate / "trainer_state.json").is_file():
-                path = candidate
-                break
-            logger.warning(f"--resume_from_checkpoint latest: skipping {candidate}, it has no trainer_state.json (the save did not finish)")
-        logger.info(f"--resume_from_checkpoint latest: {path or 'no checkpoint yet, starting from scratch'}")
-        if path is None:
-            return None
-    else:
-        path = Path(value)
-        if not (path / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a complete Trainer checkpoint (no trainer_state.json)")
-    step = json.loads((path / "trainer_state.json").read_text())["global_step"]
-    if training_args.max_steps > 0 and step > training_args.max_steps:
-        raise ValueError(
-            f"--resume_from_checkpoint {value}: {path} is at step {step}, past --max_steps {training_args.max_steps}: "
-            "there is nothing to train (raise --max_steps to continue the run, or resume from an earlier checkpoint)"
-        )
-    if training_args.max_steps > 0 and step == training_args.max_steps:
-        logger.warning(f"--resume_from_checkpoint: {path} is already at --max_steps {step}: nothing is trained")
-    return str(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -593,9 +606,40 @@ def main(argv: list[str] | None = None) -> dict:
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
+    inputs = {
+        "--model_name_or_path": model_args.model_name_or_path,
+        "--train_dir": data_args.train_dir,
+        "--validation_dir": data_args.validation_dir,
+        "--dataset_name": data_args.dataset_name,
+    }
+    refuse_output_over_arguments(training_args.output_dir, "--output_dir", inputs)
+    if data_args.augmentation == "official" and not any(
+        a.startswith("--label_smoothing_factor") for a in (argv or sys.argv)
+    ):
+        training_args.label_smoothing_factor = OFFICIAL_LABEL_SMOOTHING
+    with remove_if_left_empty(
+        training_args.output_dir
+    ):  # a run that fails before writing anything leaves no empty folder
+        return train(model_args, data_args, training_args)
+
+
+def full_state_dict_on_save(trainer: Trainer) -> None:
+    """Under FSDP, the final `save_model` writes the full state dict (gathered from all processes), a folder that
+    `from_pretrained` loads; with a sharded state dict type it would write only the sharded state. The checkpoints
+    written while training keep the configured type."""
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if plugin is not None and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        plugin.state_dict_config = plugin.optim_state_dict_config = None  # the sharded type's, replaced by full ones
+        plugin.set_state_dict_type("FULL_STATE_DICT")
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
+    )
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
+    logging.getLogger("pvt_hf").setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.set_seed(training_args.seed)
 
@@ -608,13 +652,19 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     train_source, eval_source, class_names = load_sources(data_args, training_args.seed)
-    checkpoint = resolve_checkpoint(training_args) if training_args.do_train else None
+    checkpoint = (
+        trainer_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir, training_args.max_steps)
+        if training_args.do_train
+        else None
+    )
     model = build_model(model_args, class_names)
     match_gradient_layout(model)
     processor = image_processor_for(model_args, data_args, model)
     train_dataset = ClassificationDataset(train_source, processor, data_args, train=True)
     eval_dataset = ClassificationDataset(eval_source, processor, data_args, train=False) if eval_source else None
-    logger.info(f"{len(class_names)} classes; {len(train_source)} training / {len(eval_source) if eval_source else 0} validation images; input {train_dataset.size}px")
+    logger.info(
+        f"{len(class_names)} classes; {len(train_source)} training / {len(eval_source) if eval_source else 0} validation images; input {train_dataset.size}px"
+    )
 
     training_args.remove_unused_columns = False
     if training_args.ddp_find_unused_parameters is None:
@@ -625,10 +675,15 @@ def main(argv: list[str] | None = None) -> dict:
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False  # nothing to pin to (avoids a warning per data loader)
     trainer = ClassificationTrainer(
-        model=model, args=training_args, train_dataset=train_dataset if training_args.do_train else None,
-        eval_dataset=eval_dataset, data_collator=collate, compute_metrics=compute_metrics,
-        processing_class=processor, recipe=data_args,
-    )  # fmt: skip
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset if training_args.do_train else None,
+        eval_dataset=eval_dataset,
+        data_collator=collate,
+        compute_metrics=compute_metrics,
+        processing_class=processor,
+        recipe=data_args,
+    )
 
     results = {}
     output_dir = Path(training_args.output_dir)
@@ -638,6 +693,7 @@ def main(argv: list[str] | None = None) -> dict:
         staging = output_dir / ".final.incomplete"
         if trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)
+        full_state_dict_on_save(trainer)
         trainer.save_model(str(staging))
         trainer.accelerator.wait_for_everyone()
         if trainer.is_world_process_zero():
@@ -651,7 +707,9 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(metrics)
     if training_args.do_eval:
         if eval_dataset is None:
-            raise ValueError("--do_eval needs validation data: --validation_dir, a validation split, or --train_val_split > 0")
+            raise ValueError(
+                "--do_eval needs validation data: --validation_dir, a validation split, or --train_val_split > 0"
+            )
         metrics = {**trainer.evaluate(), "num_processes": training_args.world_size}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)

@@ -56,9 +56,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
-
 import transformers
+from PIL import Image, ImageEnhance
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -73,28 +72,53 @@ from transformers.utils import is_torchvision_available
 
 import pvt_hf  # noqa: F401  (registers the PVT classes with the Auto classes)
 from pvt_hf import PRESETS, match_gradient_layout
-from pvt_hf.composites import composite_config, load_pretrained_backbone
+from pvt_hf.tools.composites import composite_config, load_pretrained_backbone
+from pvt_hf.tools.evaluation import read_image, rgb_image
+from pvt_hf.tools.io_utils import (
+    check_model_argument,
+    refuse_output_over_arguments,
+    remove_if_left_empty,
+    trainer_checkpoint,
+)
+
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURES = {"rt-detr": ("rt_detr", RTDetrForObjectDetection), "deformable-detr": ("deformable_detr", DeformableDetrForObjectDetection)}
+ARCHITECTURES = {
+    "rt-detr": ("rt_detr", RTDetrForObjectDetection),
+    "deformable-detr": ("deformable_detr", DeformableDetrForObjectDetection),
+}
 
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "a saved detector (folder or Hub id) to continue from; default: a new --architecture detector"})
-    architecture: str = field(default="rt-detr", metadata={"help": "the detector of a new model", "choices": list(ARCHITECTURES)})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "a saved detector (folder or Hub id) to continue from; default: a new --architecture detector"
+        },
+    )
+    architecture: str = field(
+        default="rt-detr", metadata={"help": "the detector of a new model", "choices": list(ARCHITECTURES)}
+    )
     backbone_name_or_path: str = field(
         default="pvt-v2-b0",
-        metadata={"help": f"a new detector's PVT backbone: a converted pvt-hf folder or Hub id (weights loaded), or a preset ({', '.join(PRESETS)}) for random initialisation"},
+        metadata={
+            "help": f"a new detector's PVT backbone: a converted pvt-hf folder or Hub id (weights loaded), or a preset ({', '.join(PRESETS)}) for random initialisation"
+        },
     )
-    config_overrides: str | None = field(default=None, metadata={"help": 'JSON of detector config fields, e.g. \'{"d_model": 128, "num_queries": 100}\''})
-    backbone_config_overrides: str | None = field(default=None, metadata={"help": 'JSON of PvtConfig fields, e.g. \'{"drop_path_rate": 0.1}\''})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": 'JSON of detector config fields, e.g. \'{"d_model": 128, "num_queries": 100}\''},
+    )
+    backbone_config_overrides: str | None = field(
+        default=None, metadata={"help": "JSON of PvtConfig fields, e.g. '{\"drop_path_rate\": 0.1}'"}
+    )
 
     def __post_init__(self):
         for name in ("model_name_or_path", "backbone_name_or_path"):
-            if missing_local_path(getattr(self, name)):
-                raise FileNotFoundError(f"--{name} {getattr(self, name)}: no such file or directory")
+            if getattr(self, name) not in PRESETS:
+                check_model_argument(getattr(self, name), f"--{name}")
         for name in ("config_overrides", "backbone_config_overrides"):
             value = getattr(self, name)
             if value:
@@ -106,37 +130,55 @@ class ModelArguments:
                     raise ValueError(f"--{name}: expected a JSON object of config fields, got {value}")
 
 
-def missing_local_path(value: str | None) -> bool:
-    """True when `value` can only be meant as a local path (./x, ../x, /x, ~/x, a/b/c) and does not exist: transformers
-    would report it as an invalid Hub repository id. Preset names and `org/name` Hub ids are not local paths."""
-    if not value or value in PRESETS or Path(value).expanduser().exists():
-        return False
-    return value.startswith((".", "/", "~", "\\")) or value.strip("/").count("/") > 1 or "\\" in value
-
-
 @dataclass
 class DataArguments:
-    train_annotations: str | None = field(default=None, metadata={"help": "a COCO-format annotation file (json) of the training images"})
-    train_images: str | None = field(default=None, metadata={"help": "the folder of the training images (file_name is relative to it)"})
+    train_annotations: str | None = field(
+        default=None, metadata={"help": "a COCO-format annotation file (json) of the training images"}
+    )
+    train_images: str | None = field(
+        default=None, metadata={"help": "the folder of the training images (file_name is relative to it)"}
+    )
     validation_annotations: str | None = field(default=None)
     validation_images: str | None = field(default=None)
-    dataset_name: str | None = field(default=None, metadata={"help": "a Hub dataset, or a local `save_to_disk` folder"})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "a Hub dataset, or a local `save_to_disk` folder"}
+    )
     dataset_config_name: str | None = field(default=None)
     image_column_name: str = field(default="image")
-    objects_column_name: str = field(default="objects", metadata={"help": "a column of {'bbox': [[x, y, w, h], ...], 'category': [...]}"})
+    objects_column_name: str = field(
+        default="objects", metadata={"help": "a column of {'bbox': [[x, y, w, h], ...], 'category': [...]}"}
+    )
     train_split: str = field(default="train")
-    validation_split: str | None = field(default=None, metadata={"help": "default: 'validation' (else 'test') if present"})
-    train_val_split: float = field(default=0.15, metadata={"help": "share of the training images held out when there is no validation data"})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "default: 'validation' (else 'test') if present"}
+    )
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "share of the training images held out when there is no validation data"}
+    )
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
-    image_size: int | None = field(default=None, metadata={"help": "input size (default: the model's image processor's, or 640 for RT-DETR / 800 for Deformable DETR)"})
-    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25], metadata={"help": "training batches are resized to image_size times a factor in this range", "nargs": 2})
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "input size (default: the model's image processor's, or 640 for RT-DETR / 800 for Deformable DETR)"
+        },
+    )
+    scale_range: list[float] = field(
+        default_factory=lambda: [0.75, 1.25],
+        metadata={"help": "training batches are resized to image_size times a factor in this range", "nargs": 2},
+    )
     hflip_prob: float = field(default=0.5)
     crop_prob: float = field(default=0.5)
     min_crop_scale: float = field(default=0.3, metadata={"help": "a random crop's smallest area share"})
-    min_box_visibility: float = field(default=0.3, metadata={"help": "a cropped box is kept if at least this share of it is in view"})
-    photometric_prob: float = field(default=0.5, metadata={"help": "chance of each photometric change (brightness, contrast, saturation, hue)"})
-    eval_threshold: float = field(default=0.0, metadata={"help": "score threshold of the detections evaluated (COCO: all, up to 100 per image)"})
+    min_box_visibility: float = field(
+        default=0.3, metadata={"help": "a cropped box is kept if at least this share of it is in view"}
+    )
+    photometric_prob: float = field(
+        default=0.5, metadata={"help": "chance of each photometric change (brightness, contrast, saturation, hue)"}
+    )
+    eval_threshold: float = field(
+        default=0.0, metadata={"help": "score threshold of the detections evaluated (COCO: all, up to 100 per image)"}
+    )
 
     def __post_init__(self):
         if self.dataset_name and (self.train_annotations or self.train_images):
@@ -175,16 +217,6 @@ class Sample:
     crowd: np.ndarray
 
 
-def read_image(path: Path, describe: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{describe}: image file {path} not found") from error
-    except (OSError, SyntaxError, ValueError) as error:  # PIL: truncated data, broken chunks, unknown format
-        raise OSError(f"{describe}: cannot read the image file {path}: {error}") from error
-
-
 class CocoSource:
     """A COCO-format annotation file and its image folder. Category ids (any, e.g. COCO's 1..90 with gaps) map to
     class indices in the order of `category_ids` (default: this file's categories sorted by id)."""
@@ -203,7 +235,9 @@ class CocoSource:
             category_ids = sorted(categories)
         unknown = sorted(set(categories) - set(category_ids))
         if unknown:
-            raise ValueError(f"--{argument} {annotation_file}: categories {unknown} are not among the training data's {category_ids}")
+            raise ValueError(
+                f"--{argument} {annotation_file}: categories {unknown} are not among the training data's {category_ids}"
+            )
         self.category_ids, self.class_names = list(category_ids), [categories.get(i, str(i)) for i in category_ids]
         index_of = {category: index for index, category in enumerate(self.category_ids)}
         self.images = {int(image["id"]): image for image in document["images"]}
@@ -212,16 +246,32 @@ class CocoSource:
         for annotation in document["annotations"]:
             image_id, category = int(annotation["image_id"]), int(annotation["category_id"])
             if image_id not in self.images:
-                raise ValueError(f"--{argument} {annotation_file}: annotation {annotation.get('id')} refers to image_id {image_id}, which is not in 'images'")
+                raise ValueError(
+                    f"--{argument} {annotation_file}: annotation {annotation.get('id')} refers to image_id {image_id}, which is not in 'images'"
+                )
             if category not in index_of:
-                raise ValueError(f"--{argument} {annotation_file}: annotation {annotation.get('id')} has category_id {category}, not in 'categories'")
+                raise ValueError(
+                    f"--{argument} {annotation_file}: annotation {annotation.get('id')} has category_id {category}, not in 'categories'"
+                )
             x, y, w, h = (float(v) for v in annotation["bbox"])
             if not (w > 0 and h > 0):
                 dropped += 1
                 continue
-            objects[image_id].append((x, y, w, h, index_of[category], float(annotation.get("area", w * h)), int(annotation.get("iscrowd", 0))))
+            objects[image_id].append(
+                (
+                    x,
+                    y,
+                    w,
+                    h,
+                    index_of[category],
+                    float(annotation.get("area", w * h)),
+                    int(annotation.get("iscrowd", 0)),
+                )
+            )
         if dropped:
-            logger.warning(f"--{argument} {annotation_file}: skipped {dropped} annotations with an empty box (width or height <= 0)")
+            logger.warning(
+                f"--{argument} {annotation_file}: skipped {dropped} annotations with an empty box (width or height <= 0)"
+            )
         self.ids = sorted(self.images)
         if not self.ids:
             raise ValueError(f"--{argument} {annotation_file}: no images")
@@ -234,11 +284,22 @@ class CocoSource:
         image_id = self.ids[index]
         info, rows = self.images[image_id], self.objects[image_id]
         array = np.asarray(rows, np.float64).reshape(-1, 7)
-        return Sample(image_id, int(info["width"]), int(info["height"]), array[:, :4].astype(np.float32), array[:, 4].astype(np.int64), array[:, 5], array[:, 6].astype(np.int64))
+        return Sample(
+            image_id,
+            int(info["width"]),
+            int(info["height"]),
+            array[:, :4].astype(np.float32),
+            array[:, 4].astype(np.int64),
+            array[:, 5],
+            array[:, 6].astype(np.int64),
+        )
 
     def load(self, index: int) -> tuple[Image.Image, Sample]:
         sample = self.sample(index)
-        image = read_image(self.image_dir / self.images[sample.image_id]["file_name"], f"--{self.argument} {self.annotation_file}")
+        try:
+            image = read_image(self.image_dir / self.images[sample.image_id]["file_name"])
+        except OSError as error:
+            raise OSError(f"--{self.argument} {self.annotation_file}: {error}") from error
         if image.size != (sample.width, sample.height):  # the file wins over the annotation's stated size
             sample.width, sample.height = image.size
         return image, sample
@@ -275,19 +336,40 @@ class HubSource:
         boxes = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)
         classes = np.asarray(objects["category"], np.int64).reshape(-1)
         keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-        areas = np.asarray(objects["area"] if objects.get("area") is not None else boxes[:, 2] * boxes[:, 3], np.float64).reshape(-1)
-        crowd = np.asarray(objects["iscrowd"] if objects.get("iscrowd") is not None else np.zeros(len(boxes)), np.int64).reshape(-1)
+        areas = np.asarray(
+            objects["area"] if objects.get("area") is not None else boxes[:, 2] * boxes[:, 3], np.float64
+        ).reshape(-1)
+        crowd = np.asarray(
+            objects["iscrowd"] if objects.get("iscrowd") is not None else np.zeros(len(boxes)), np.int64
+        ).reshape(-1)
         # The row index is the image id (unique within the split, whatever the dataset's own ids).
-        return Sample(index, int(row.get("width") or 0), int(row.get("height") or 0), boxes[keep], classes[keep], areas[keep], crowd[keep])
+        return Sample(
+            index,
+            int(row.get("width") or 0),
+            int(row.get("height") or 0),
+            boxes[keep],
+            classes[keep],
+            areas[keep],
+            crowd[keep],
+        )
 
     def load(self, index: int) -> tuple[Image.Image, Sample]:
         try:
             row = self.dataset[index]
-            image = row[self.image_column]
-            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
-            image = image.convert("RGB")
         except (OSError, SyntaxError, ValueError) as error:
-            raise OSError(f"cannot read row {index} of the dataset (column {self.image_column}): {error}") from error
+            raise OSError(f"cannot read row {index} of the dataset (column {self.image_column!r}): {error}") from error
+        image = row[self.image_column]
+        if image is None or isinstance(image, str):
+            hint = (
+                " (cast the column to datasets.Image() to read the files it names)" if isinstance(image, str) else ""
+            )
+            raise ValueError(
+                f"row {index} of the dataset: column {self.image_column!r} holds {image!r}, not an image{hint}"
+            )
+        image = rgb_image(
+            image if isinstance(image, Image.Image) else np.asarray(image),
+            f"row {index}, column {self.image_column!r}",
+        )
         sample = self.sample(index, row)
         sample.width, sample.height = image.size
         return image, sample
@@ -314,21 +396,31 @@ def load_sources(args: DataArguments, seed: int):
         else:
             splits = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
         if args.train_split not in splits:
-            raise ValueError(f"--dataset_name {args.dataset_name}: no split {args.train_split!r} (splits: {list(splits)})")
+            raise ValueError(
+                f"--dataset_name {args.dataset_name}: no split {args.train_split!r} (splits: {list(splits)})"
+            )
         train = HubSource(splits[args.train_split], args.image_column_name, args.objects_column_name)
         validation_split = args.validation_split or next((s for s in ("validation", "test") if s in splits), None)
-        validation = HubSource(splits[validation_split], args.image_column_name, args.objects_column_name, train.class_names) if validation_split else None
+        validation = (
+            HubSource(splits[validation_split], args.image_column_name, args.objects_column_name, train.class_names)
+            if validation_split
+            else None
+        )
     else:
         train = CocoSource(args.train_annotations, args.train_images, "train_annotations")
         validation = None
         if args.validation_annotations:
-            validation = CocoSource(args.validation_annotations, args.validation_images, "validation_annotations", train.category_ids)
+            validation = CocoSource(
+                args.validation_annotations, args.validation_images, "validation_annotations", train.category_ids
+            )
     class_names = train.class_names
     if validation is None and args.train_val_split > 0:
         order = np.random.default_rng(seed).permutation(len(train))
         held_out = max(1, int(round(len(train) * args.train_val_split)))
         if held_out >= len(train):
-            raise ValueError(f"{len(train)} training images: too few to hold out --train_val_split {args.train_val_split} for validation")
+            raise ValueError(
+                f"{len(train)} training images: too few to hold out --train_val_split {args.train_val_split} for validation"
+            )
         train, validation = IndexedSource(train, order[held_out:]), IndexedSource(train, order[:held_out])
     if args.max_train_samples:
         train = IndexedSource(train, range(min(args.max_train_samples, len(train))))
@@ -350,7 +442,9 @@ def photometric(image: Image.Image, prob: float) -> Image.Image:
     return image
 
 
-def crop_boxes(boxes: np.ndarray, window: tuple[float, float, float, float], min_visibility: float) -> tuple[np.ndarray, np.ndarray]:
+def crop_boxes(
+    boxes: np.ndarray, window: tuple[float, float, float, float], min_visibility: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Boxes [x, y, w, h] clipped to the window (left, top, right, bottom), in its coordinates; and which are kept:
     those with at least `min_visibility` of their area inside and both sides at least 1 px."""
     left, top, right, bottom = window
@@ -369,8 +463,14 @@ def augment(image: Image.Image, sample: Sample, args: DataArguments) -> tuple[Im
     width, height = image.size
     if random.random() < args.crop_prob:
         for _ in range(10):
-            scale, ratio = random.uniform(args.min_crop_scale, 1.0), math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3)))
-            crop_w, crop_h = int(round(math.sqrt(scale * width * height * ratio))), int(round(math.sqrt(scale * width * height / ratio)))
+            scale, ratio = (
+                random.uniform(args.min_crop_scale, 1.0),
+                math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3))),
+            )
+            crop_w, crop_h = (
+                int(round(math.sqrt(scale * width * height * ratio))),
+                int(round(math.sqrt(scale * width * height / ratio))),
+            )
             if not (16 <= crop_w <= width and 16 <= crop_h <= height):
                 continue
             left, top = random.randint(0, width - crop_w), random.randint(0, height - crop_h)
@@ -437,8 +537,13 @@ class TrainCollator:
         size = max(32, int(round(self.base * factor / 32)) * 32)
         images = [image for image, _ in examples]
         annotations = [coco_target(sample) for _, sample in examples]
-        encoded = self.processor(images=images, annotations=annotations, size=processor_size(self.processor, size), return_tensors="pt")
-        batch = {"pixel_values": encoded["pixel_values"], "labels": [{"class_labels": t["class_labels"], "boxes": t["boxes"]} for t in encoded["labels"]]}
+        encoded = self.processor(
+            images=images, annotations=annotations, size=processor_size(self.processor, size), return_tensors="pt"
+        )
+        batch = {
+            "pixel_values": encoded["pixel_values"],
+            "labels": [{"class_labels": t["class_labels"], "boxes": t["boxes"]} for t in encoded["labels"]],
+        }
         if "pixel_mask" in encoded:
             batch["pixel_mask"] = encoded["pixel_mask"]
         return batch
@@ -446,7 +551,9 @@ class TrainCollator:
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def detect(model, processor, images: list[Image.Image], threshold: float, autocast=contextlib.nullcontext) -> list[dict]:
+def detect(
+    model, processor, images: list[Image.Image], threshold: float, autocast=contextlib.nullcontext
+) -> list[dict]:
     """Post-processed detections (boxes x0, y0, x1, y1 in the original image's pixels) of a batch of images."""
     device = next(model.parameters()).device
     encoded = processor(images=images, return_tensors="pt")
@@ -479,18 +586,53 @@ def coco_map(ground_truth: list[Sample], detections: list[dict], num_classes: in
     for sample, found in zip(ground_truth, detections):
         images.append({"id": sample.image_id, "width": sample.width, "height": sample.height})
         for box, label, area, crowd in zip(sample.boxes, sample.classes, sample.areas, sample.crowd):
-            annotations.append({"id": len(annotations) + 1, "image_id": sample.image_id, "category_id": int(label), "bbox": [float(v) for v in box], "area": float(area), "iscrowd": int(crowd)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": sample.image_id,
+                    "category_id": int(label),
+                    "bbox": [float(v) for v in box],
+                    "area": float(area),
+                    "iscrowd": int(crowd),
+                }
+            )
         order = torch.argsort(found["scores"], descending=True)[:100]
-        for score, label, (x0, y0, x1, y1) in zip(found["scores"][order].tolist(), found["labels"][order].tolist(), found["boxes"][order].tolist()):
-            results.append({"image_id": sample.image_id, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
-    names = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large"]
+        for score, label, (x0, y0, x1, y1) in zip(
+            found["scores"][order].tolist(), found["labels"][order].tolist(), found["boxes"][order].tolist()
+        ):
+            results.append(
+                {
+                    "image_id": sample.image_id,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": score,
+                }
+            )
+    names = [
+        "map",
+        "map_50",
+        "map_75",
+        "map_small",
+        "map_medium",
+        "map_large",
+        "mar_1",
+        "mar_10",
+        "mar_100",
+        "mar_small",
+        "mar_medium",
+        "mar_large",
+    ]
     if not annotations:
         raise ValueError("the validation images have no objects: COCO mAP is undefined")
     if not results:
-        return {name: 0.0 for name in names}
+        return dict.fromkeys(names, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": i} for i in range(num_classes)]}
+        coco.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i} for i in range(num_classes)],
+        }
         coco.createIndex()
         evaluator = COCOeval(coco, coco.loadRes(results), iouType="bbox")
         evaluator.evaluate()
@@ -510,7 +652,9 @@ class DetectionTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
         if self.eval_source is None:
-            raise ValueError("evaluation needs validation data: --validation_annotations/--validation_images, a validation split, or --train_val_split > 0")
+            raise ValueError(
+                "evaluation needs validation data: --validation_annotations/--validation_images, a validation split, or --train_val_split > 0"
+            )
         start = time.perf_counter()
         model, processor = self.model, self.processing_class
         was_training = model.training
@@ -521,15 +665,26 @@ class DetectionTrainer(Trainer):
         mine = []
         for first in range(0, len(indices), batch_size):
             loaded = [self.eval_source.load(i) for i in indices[first : first + batch_size]]
-            found = detect(model, processor, [image for image, _ in loaded], self.data_args.eval_threshold, self.autocast_smart_context_manager)
-            mine.extend((position, sample, {k: v.cpu() for k, v in result.items()}) for position, (_, sample), result in zip(indices[first:], loaded, found))
+            found = detect(
+                model,
+                processor,
+                [image for image, _ in loaded],
+                self.data_args.eval_threshold,
+                self.autocast_smart_context_manager,
+            )
+            mine.extend(
+                (position, sample, {k: v.cpu() for k, v in result.items()})
+                for position, (_, sample), result in zip(indices[first:], loaded, found)
+            )
         model.train(was_training)
         if world > 1:
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, mine)
             mine = [item for part in gathered for item in part]
         mine.sort(key=lambda item: item[0])
-        scores = coco_map([sample for _, sample, _ in mine], [found for _, _, found in mine], len(self.model.config.id2label))
+        scores = coco_map(
+            [sample for _, sample, _ in mine], [found for _, _, found in mine], len(self.model.config.id2label)
+        )
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in scores.items()}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
         metrics[f"{metric_key_prefix}_samples"] = len(self.eval_source)
@@ -559,7 +714,9 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
     id2label = dict(enumerate(class_names))
     label2id = {name: index for index, name in id2label.items()}
     overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
-    backbone_overrides = json.loads(model_args.backbone_config_overrides) if model_args.backbone_config_overrides else {}
+    backbone_overrides = (
+        json.loads(model_args.backbone_config_overrides) if model_args.backbone_config_overrides else {}
+    )
     if model_args.model_name_or_path:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, **overrides)
         if config.model_type == "pvt_hf":
@@ -568,10 +725,14 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
                 "pass it as --backbone_name_or_path (with --architecture) to build a detector on its weights"
             )
         if config.model_type not in {model_type for model_type, _ in ARCHITECTURES.values()}:
-            logger.warning(f"--model_name_or_path {model_args.model_name_or_path} is a {config.model_type!r} model; this script is tested with rt_detr and deformable_detr")
+            logger.warning(
+                f"--model_name_or_path {model_args.model_name_or_path} is a {config.model_type!r} model; this script is tested with rt_detr and deformable_detr"
+            )
         if {int(k): v for k, v in config.id2label.items()} != id2label:
             config.id2label, config.label2id = id2label, label2id
-        model = AutoModelForObjectDetection.from_pretrained(model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True)
+        model = AutoModelForObjectDetection.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True
+        )
         try:
             processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
             if data_args.image_size:
@@ -581,49 +742,14 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
         return model, processor
     model_type, model_class = ARCHITECTURES[model_args.architecture]
     backbone = model_args.backbone_name_or_path
-    config = composite_config(model_type, backbone, backbone_overrides=backbone_overrides, id2label=id2label, label2id=label2id, **overrides)
+    config = composite_config(
+        model_type, backbone, backbone_overrides=backbone_overrides, id2label=id2label, label2id=label2id, **overrides
+    )
     model = model_class(config)
     if backbone not in PRESETS or Path(backbone).exists():
         load_pretrained_backbone(model, backbone)
         logger.info(f"Loaded the PVT backbone weights of {backbone}")
     return model, default_processor(model_type, data_args.image_size)
-
-
-
-def resolve_checkpoint(training_args: TrainingArguments) -> str | None:
-    """--resume_from_checkpoint: `latest` = the newest complete OUTPUT_DIR/checkpoint-N (the Trainer writes
-    trainer_state.json last), None if there is none; a named folder must be complete. A checkpoint past --max_steps
-    is an error, one at it a warning."""
-    value = training_args.resume_from_checkpoint
-    if not value:
-        return None
-    if value == "latest":
-        output_dir, path = Path(training_args.output_dir), None
-        found = sorted(
-            (int(p.name.split("-", 1)[1]), p) for p in (output_dir.glob("checkpoint-*") if output_dir.is_dir() else [])
-            if p.is_dir() and p.name.split("-", 1)[1].isdigit()
-        )  # fmt: skip
-        for _, candidate in reversed(found):
-            if (candidate / "trainer_state.json").is_file():
-                path = candidate
-                break
-            logger.warning(f"--resume_from_checkpoint latest: skipping {candidate}, it has no trainer_state.json (the save did not finish)")
-        logger.info(f"--resume_from_checkpoint latest: {path or 'no checkpoint yet, starting from scratch'}")
-        if path is None:
-            return None
-    else:
-        path = Path(value)
-        if not (path / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: not a complete Trainer checkpoint (no trainer_state.json)")
-    step = json.loads((path / "trainer_state.json").read_text())["global_step"]
-    if training_args.max_steps > 0 and step > training_args.max_steps:
-        raise ValueError(
-            f"--resume_from_checkpoint {value}: {path} is at step {step}, past --max_steps {training_args.max_steps}: "
-            "there is nothing to train (raise --max_steps to continue the run, or resume from an earlier checkpoint)"
-        )
-    if training_args.max_steps > 0 and step == training_args.max_steps:
-        logger.warning(f"--resume_from_checkpoint: {path} is already at --max_steps {step}: nothing is trained")
-    return str(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -632,9 +758,27 @@ def main(argv: list[str] | None = None) -> dict:
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
+    inputs = {
+        "--model_name_or_path": model_args.model_name_or_path,
+        "--backbone_name_or_path": model_args.backbone_name_or_path,
+        "--train_images": data_args.train_images,
+        "--validation_images": data_args.validation_images,
+        "--dataset_name": data_args.dataset_name,
+    }
+    refuse_output_over_arguments(training_args.output_dir, "--output_dir", inputs)
+    with remove_if_left_empty(
+        training_args.output_dir
+    ):  # a run that fails before writing anything leaves no empty folder
+        return train(model_args, data_args, training_args)
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
+    )
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
+    logging.getLogger("pvt_hf").setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.set_seed(training_args.seed)
 
@@ -647,10 +791,16 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     train_source, eval_source, class_names = load_sources(data_args, training_args.seed)
-    checkpoint = resolve_checkpoint(training_args) if training_args.do_train else None
+    checkpoint = (
+        trainer_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir, training_args.max_steps)
+        if training_args.do_train
+        else None
+    )
     model, processor = build_model(model_args, data_args, class_names)
     match_gradient_layout(model)
-    smallest = min(input_size(processor), max(32, int(round(input_size(processor) * data_args.scale_range[0] / 32)) * 32))
+    smallest = min(
+        input_size(processor), max(32, int(round(input_size(processor) * data_args.scale_range[0] / 32)) * 32)
+    )
     if model.config.model_type == "deformable_detr" and smallest < 65:
         # Its extra feature level (stride 64) goes through GroupNorm(32 groups), which needs 2 values per group.
         raise ValueError(
@@ -669,12 +819,17 @@ def main(argv: list[str] | None = None) -> dict:
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False
     trainer = DetectionTrainer(
-        model=model, args=training_args, train_dataset=TrainDataset(train_source, data_args) if training_args.do_train else None,
+        model=model,
+        args=training_args,
+        train_dataset=TrainDataset(train_source, data_args) if training_args.do_train else None,
         # eval_dataset only tells the Trainer that there is validation data (for --eval_strategy): `evaluate` reads
         # eval_source itself.
-        eval_dataset=eval_source, data_collator=TrainCollator(processor, data_args), processing_class=processor, eval_source=eval_source,
+        eval_dataset=eval_source,
+        data_collator=TrainCollator(processor, data_args),
+        processing_class=processor,
+        eval_source=eval_source,
         data_args=data_args,
-    )  # fmt: skip
+    )
 
     results = {}
     output_dir = Path(training_args.output_dir)
@@ -702,9 +857,13 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
     if training_args.push_to_hub:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path or model_args.backbone_name_or_path, tasks="object-detection")
+        trainer.push_to_hub(
+            finetuned_from=model_args.model_name_or_path or model_args.backbone_name_or_path, tasks="object-detection"
+        )
     elif training_args.should_save and training_args.do_train:
-        trainer.create_model_card(finetuned_from=model_args.model_name_or_path or model_args.backbone_name_or_path, tasks="object-detection")
+        trainer.create_model_card(
+            finetuned_from=model_args.model_name_or_path or model_args.backbone_name_or_path, tasks="object-detection"
+        )
     if torch.distributed.is_initialized():
         # Tear down in order, on every process alike: the DDP wrapper while the gloo group is still up, then the group.
         del trainer

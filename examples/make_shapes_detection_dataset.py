@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_shapes_dataset import CLASSES, _background, _class_color, _random_color, _shape_polygon  # noqa: E402
 
@@ -39,7 +40,9 @@ def _overlaps(box, boxes, margin: float) -> bool:
     return any(x0 < b[2] + margin and b[0] < x1 + margin and y0 < b[3] + margin and b[1] < y1 + margin for b in boxes)
 
 
-def make_sample(rng: np.random.Generator, height: int, width: int, min_shapes: int = 1, max_shapes: int = 4, hue_cue: bool = True):
+def make_sample(
+    rng: np.random.Generator, height: int, width: int, min_shapes: int = 1, max_shapes: int = 4, hue_cue: bool = True
+):
     """One RGB uint8 image and its objects: a list of (class index, [x0, y0, x1, y1]) with tight pixel boxes."""
     image = Image.fromarray(_background(rng, height, width).astype(np.uint8))
     draw = ImageDraw.Draw(image)
@@ -52,8 +55,17 @@ def make_sample(rng: np.random.Generator, height: int, width: int, min_shapes: i
             radius = rng.uniform(0.1, 0.25) * side
             cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
             polygon = _shape_polygon(rng, CLASSES[class_index], cx, cy, radius)
-            points = np.array(polygon) if polygon is not None else np.array([[cx - radius, cy - radius], [cx + radius, cy + radius]])
-            box = [max(0.0, points[:, 0].min()), max(0.0, points[:, 1].min()), min(float(width), points[:, 0].max()), min(float(height), points[:, 1].max())]
+            points = (
+                np.array(polygon)
+                if polygon is not None
+                else np.array([[cx - radius, cy - radius], [cx + radius, cy + radius]])
+            )
+            box = [
+                max(0.0, points[:, 0].min()),
+                max(0.0, points[:, 1].min()),
+                min(float(width), points[:, 0].max()),
+                min(float(height), points[:, 1].max()),
+            ]
             if not _overlaps(box, [b for _, b in objects], margin=2.0):
                 break
         else:
@@ -99,11 +111,22 @@ def make_dataset(
             images.append({"id": index, "file_name": name, "width": width, "height": height})
             for class_index, (x0, y0, x1, y1) in objects:
                 w, h = round(x1 - x0, 2), round(y1 - y0, 2)
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": index, "category_id": class_index + 1,
-                    "bbox": [x0, y0, w, h], "area": round(w * h, 2), "iscrowd": 0,
-                })  # fmt: skip
-        document = {"info": {"description": "PVT shapes detection"}, "images": images, "annotations": annotations, "categories": categories}
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": index,
+                        "category_id": class_index + 1,
+                        "bbox": [x0, y0, w, h],
+                        "area": round(w * h, 2),
+                        "iscrowd": 0,
+                    }
+                )
+        document = {
+            "info": {"description": "PVT shapes detection"},
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
         (root / f"{split}.json").write_text(json.dumps(document))
     return root
 
@@ -118,11 +141,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min_shapes", type=int, default=1)
     parser.add_argument("--max_shapes", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hue_cue", action=argparse.BooleanOptionalAction, default=True, help="give each class its own hue band")
+    parser.add_argument(
+        "--hue_cue", action=argparse.BooleanOptionalAction, default=True, help="give each class its own hue band"
+    )
     args = parser.parse_args(argv)
     root = make_dataset(
-        args.output_dir, args.num_train, args.num_val, args.min_size, args.max_size, args.seed, args.min_shapes,
-        args.max_shapes, args.hue_cue,
+        args.output_dir,
+        args.num_train,
+        args.num_val,
+        args.min_size,
+        args.max_size,
+        args.seed,
+        args.min_shapes,
+        args.max_shapes,
+        args.hue_cue,
     )
     print(f"Wrote {args.num_train} training and {args.num_val} validation images (COCO format) to {root}")
 

@@ -2,30 +2,62 @@
 writes its section of the results file only when asked, and leaves no temporary files."""
 
 import importlib.util
+import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("benchmark", ROOT / "benchmarks" / "benchmark.py")
 benchmark = importlib.util.module_from_spec(_spec)
 sys.modules["benchmark"] = benchmark
 _spec.loader.exec_module(benchmark)
-OURS, PLAIN, Row, goal_lines, write_section = benchmark.OURS, benchmark.PLAIN, benchmark.Row, benchmark.goal_lines, benchmark.write_section
+OURS, PLAIN, Row, goal_lines, write_section = (
+    benchmark.OURS,
+    benchmark.PLAIN,
+    benchmark.Row,
+    benchmark.goal_lines,
+    benchmark.write_section,
+)
 main = benchmark.main
 
 
+@pytest.mark.long  # real benchmark runs
 def test_quick_run_writes_its_section(tmp_path, capsys):
     results = tmp_path / "RESULTS.md"
     results.write_text("# PVT benchmarks\n\nKept prose.\n")
     argv = [
-        "--quick", "--models", "pvt-v2-b0", "--sizes", "64", "--batch-sizes", "1", "--rounds", "2",
-        "--contenders", "transformers,plain", "--train", "64x1", "--train-models", "pvt-v2-b0", "--train-rounds", "1",
-        "--train-memory", "in-process", "--section", "test", "--write-results", str(results),
-    ]  # fmt: skip
+        "--quick",
+        "--models",
+        "pvt-v2-b0",
+        "--sizes",
+        "64,96",
+        "--batch-sizes",
+        "1",
+        "--rounds",
+        "2",
+        "--contenders",
+        "transformers,plain",
+        "--train",
+        "64x1",
+        "--train-models",
+        "pvt-v2-b0",
+        "--train-rounds",
+        "1",
+        "--train-memory",
+        "in-process",
+        "--json",
+        str(tmp_path / "rows.json"),
+        "--section",
+        "test",
+        "--write-results",
+        str(results),
+    ]
     checkout_results = benchmark.RESULTS_FILE.read_bytes() if benchmark.RESULTS_FILE.exists() else None
     assert main(argv[:-2]) == 0  # without --write-results: printed only
     assert results.read_text() == "# PVT benchmarks\n\nKept prose.\n"
@@ -56,7 +88,98 @@ def test_quick_run_writes_its_section(tmp_path, capsys):
     assert results.read_text().count("<!-- benchmark:test begin -->") == 1
     assert "Kept prose." in results.read_text()
 
+    # the rows as JSON, with the run's date, machine, versions and commit; plots made from them
+    data = json.loads((tmp_path / "rows.json").read_text())
+    assert {"date", "machine", "versions", "commit", "device", "dtype"} <= set(data["run"])
+    inference = [row for row in data["rows"] if row["kind"] == "inference"]
+    assert {(row["size"], row["contender"]) for row in inference} == {
+        (size, name) for size in (64, 96) for name in (OURS, PLAIN, "transformers")
+    }
+    assert all(row["images_per_second"] > 0 and row["peak_memory"] >= 0 for row in inference)
+    assert main(["--from-json", str(tmp_path / "rows.json"), "--plot", str(tmp_path / "plots")]) == 0
+    plots = sorted(path.name for path in (tmp_path / "plots").iterdir())
+    assert plots == ["inference-pvt-v2-b0-cpu-float32.png", "training-memory-cpu-float32.png"]
+    assert all((tmp_path / "plots" / name).read_bytes().startswith(b"\x89PNG") for name in plots)
 
+
+def test_gpu_check_plan_on_a_cpu_machine(capsys):
+    """What benchmarks/gpu_check.sh runs (--device cuda --dtype bfloat16 --quick), as a dry run: the plan, no model
+    built, nothing touched on a device."""
+    argv = ["--device", "cuda", "--dtype", "bfloat16", "--quick", "--time-budget", "140", "--dry-run"]
+    assert main(argv) == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert plan[:4] == [
+        "device cuda, dtype bfloat16, contenders: ours, compile, eager, timm, transformers",
+        "inference pvt-v2-b2 224x224 batch 128, 5 rounds",
+        "inference pvt-v2-b2 512x512 batch 16, 5 rounds",
+        "training pvt-v2-b2 224x224 batch 64, 3 rounds, memory in-process",
+    ]
+    assert "gpu_check.sh" not in benchmark.build_parser().format_help()  # (the script calls the benchmark, not back)
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    assert " ".join(argv[:-3]) in script and "pytest -m cuda -x" in script
+
+
+def test_gpu_check_refuses_what_it_cannot_do(tmp_path):
+    """The script's checks before any work: a results file that exists (without --force), a name not ending in .md,
+    and (on a machine without CUDA) no GPU."""
+    import subprocess
+
+    import torch
+
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable}  # this interpreter, not whichever `python` is first on PATH
+    existing = tmp_path / "done.md"
+    existing.write_text("kept")
+    result = subprocess.run(["bash", str(script), str(existing)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2 and "exists" in result.stderr and existing.read_text() == "kept"
+    result = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out.txt")], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 2 and "ending in .md" in result.stderr
+    if not torch.cuda.is_available():
+        result = subprocess.run(
+            ["bash", str(script), str(tmp_path / "out.md")], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert result.returncode == 2 and "no CUDA device" in result.stderr and not (tmp_path / "out.md").exists()
+
+
+def test_time_budget_skips_and_says_so(tmp_path, capsys):
+    """No scenario starts past --time-budget; the skipped ones are listed in the results and the JSON."""
+    rows = tmp_path / "rows.json"
+    argv = [
+        "--models",
+        "pvt-v2-b0",
+        "--sizes",
+        "64",
+        "--train",
+        "64x1",
+        "--train-models",
+        "pvt-v2-b0",
+        "--contenders",
+        "transformers",
+        "--time-budget",
+        "0",
+        "--json",
+        str(rows),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        "skipped (past --time-budget 0 s): pvt-v2-b0 inference (1 scenarios), training pvt-v2-b0 64x64 batch 1" in out
+    )
+    data = json.loads(rows.read_text())
+    assert data["rows"] == [] and "skipped" in data["notes"][-1] and data["run"]["device"] == "cpu"
+
+
+def test_plots_need_results(tmp_path):
+    with pytest.raises(SystemExit, match="--from-json needs --plot"):
+        main(["--from-json", str(tmp_path / "rows.json")])
+    (tmp_path / "rows.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a results file"):
+        main(["--from-json", str(tmp_path / "rows.json"), "--plot", str(tmp_path / "plots")])
+
+
+@pytest.mark.long  # real benchmark runs
 def test_training_memory_in_a_fresh_process():
     """A training contender's memory comes from a process of its own: its peak above the model and optimizer state."""
     args = benchmark.build_parser().parse_args(["--contenders", "transformers"])
@@ -85,7 +208,9 @@ def test_goal_lines_follow_the_measurements():
     ours = _row("pvt-v2-b2", 224, 8, OURS, 1.0, 1.0, 100)
     slower = [_row("pvt-v2-b2", 224, 8, name, 1.5, 1.0, 100) for name in ("transformers", "timm")]
     lines = goal_lines([ours, *slower], [])
-    assert lines == ["- met: pvt-v2-b2 224 batch 8, eager: ours vs the faster of transformers and timm: 1.50 (goal >= 1.3)"]
+    assert lines == [
+        "- met: pvt-v2-b2 224 batch 8, eager: ours vs the faster of transformers and timm: 1.50 (goal >= 1.3)"
+    ]
     slower[1] = _row("pvt-v2-b2", 224, 8, "timm", 1.2, 1.0, 100)
     assert goal_lines([ours, *slower], [])[0].startswith("- NOT met:")
     big = [_row("pvt-v2-b2", 2048, 1, OURS, 10, 10, 3000), _row("pvt-v2-b2", 2048, 1, "timm", 20, 10, 2000)]
@@ -108,10 +233,9 @@ def test_onnx_contender_leaves_no_temporary_files(tmp_path, monkeypatch):
     import tempfile
 
     import torch
+    from conftest import tiny_config
 
     from pvt_hf import PvtForImageClassification
-
-    from test_modeling import tiny_config
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     model = PvtForImageClassification(tiny_config(2)).eval()

@@ -11,15 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import REFERENCE, pvt_hf_script
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from PIL import Image
+from skimage import data as photos
 
-from conftest import REFERENCE
+from pvt_hf.tools.conversion import ConversionError, convert_official_state_dict
+from pvt_hf.tools.io_utils import OutputExistsError, atomic_output_dir
 from pvt_hf_cli import main
-from pvt_hf.conversion import ConversionError, convert_official_state_dict
-from pvt_hf.io_utils import OutputExistsError, atomic_output_dir
+
 
 CASE = "pvt_v2_mini_cls"
 CHECKPOINT = REFERENCE / f"{CASE}.pth"
@@ -88,9 +92,9 @@ def test_force_refuses_a_transformers_folder_as_its_own_output(tmp_path, capsys)
 
 
 def test_export_onnx_never_replaces_a_file_of_its_input(tmp_path, capsys):
-    from pvt_hf import PvtForImageClassification
+    from conftest import tiny_config
 
-    from test_modeling import tiny_config
+    from pvt_hf import PvtForImageClassification
 
     folder = tmp_path / "model"
     PvtForImageClassification(tiny_config(2)).save_pretrained(folder)
@@ -102,7 +106,7 @@ def test_export_onnx_never_replaces_a_file_of_its_input(tmp_path, capsys):
 
 
 def test_demo_refuses_an_output_dir_that_contains_the_shipped_model(tmp_path, monkeypatch, capsys):
-    from pvt_hf import demo
+    from pvt_hf.tools import demo
 
     shipped = tmp_path / "package" / "data" / "digits-demo"
     shutil.copytree(demo.DEMO_DIR, shipped)
@@ -140,7 +144,8 @@ def test_a_target_being_written_is_refused(tmp_path):
 def test_two_converts_to_one_output_at_once(tmp_path):
     output = tmp_path / "out"
     runs = [
-        cli_process(*convert_argv(CHECKPOINT, output), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
+        cli_process(*convert_argv(CHECKPOINT, output), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
     ]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
     codes = sorted(code for code, _ in results)
@@ -217,7 +222,15 @@ def test_convert_all_with_official_args_names_outputs_after_the_files(tmp_path, 
     source.mkdir()
     shutil.copy(CHECKPOINT, source / "first_model.pth")
     shutil.copy(CHECKPOINT, source / "second model.pth")
-    argv = ["convert", "--all", str(source), str(tmp_path / "hub"), "--official-args", json.dumps(OFFICIAL_ARGS), "--no-verify"]
+    argv = [
+        "convert",
+        "--all",
+        str(source),
+        str(tmp_path / "hub"),
+        "--official-args",
+        json.dumps(OFFICIAL_ARGS),
+        "--no-verify",
+    ]
     assert main(argv + ["--force"]) == 0
     assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == ["first-model", "second-model"]
     out = capsys.readouterr().out
@@ -269,7 +282,9 @@ def test_non_finite_weights_are_refused_by_name(tmp_path, capsys, value):
 
 def test_random_bytes_are_not_a_checkpoint(tmp_path, capsys):
     path = tmp_path / "random.pth"
-    path.write_bytes(torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes())
+    path.write_bytes(
+        torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes()
+    )
     assert main(["convert", str(path), str(tmp_path / "out"), "--variant", "pvt-v2-b0"]) == 1
     error = one_line_error(capsys)
     assert "not a readable PyTorch checkpoint" in error and str(path) in error
@@ -286,19 +301,142 @@ def test_a_missing_local_model_path_is_named(tmp_path, capsys, monkeypatch, comm
     assert f"no such file or directory: {name}" in error, error
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate", "export-onnx", "flops"])
+def test_a_misspelt_local_folder_is_not_looked_up_on_the_hub_when_offline(tmp_path, capsys, monkeypatch, command):
+    """`fpn-b0-shape` (a folder misspelt; also a valid Hub id): no such local folder, and offline -- said at once."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hub cache
+    monkeypatch.chdir(tmp_path)
+    argv = (
+        {
+            "predict": ["predict", "x.png", "--model"],
+            "evaluate": ["evaluate"],
+            "export-onnx": ["export-onnx"],
+            "flops": ["flops"],
+        }[command]
+        + ["fpn-b0-shape"]
+        + {"evaluate": [str(tmp_path)], "export-onnx": ["m.onnx"]}.get(command, [])
+    )
+    assert main(argv) == 1
+    error = one_line_error(capsys, command)
+    assert (
+        "fpn-b0-shape: " in error and "no such local folder" in error and "offline: HF_HUB_OFFLINE is set" in error
+    ), error
+
+
+def test_predict_never_gives_a_checkpoint_a_random_head(tmp_path, capsys):
+    """A folder whose config names a classifier but whose weights have no head: refused, not run with a random head."""
+    from conftest import tiny_config
+
+    from pvt_hf import PvtImageProcessor, PvtModel
+
+    PvtModel(tiny_config(2)).save_pretrained(tmp_path / "model")
+    PvtImageProcessor().save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(
+        json.dumps({**config, "architectures": ["PvtForImageClassification"]})
+    )
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "red.png"), "--model", str(tmp_path / "model")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' progress bar
+    assert f"--model {tmp_path / 'model'}: its weights lack" in error and "classifier.weight" in error, error
+
+
+def test_predict_reads_16_bit_images_at_full_range(tmp_path, capsys):
+    """A 16-bit PNG and its exact 8-bit equivalent get the same answer (`convert("RGB")` clipped the 16-bit one)."""
+    from pvt_hf.tools.demo import DEMO_DIR
+
+    gray = np.asarray(Image.fromarray(photos.camera()).resize((48, 48)))
+    Image.fromarray(gray).save(tmp_path / "camera8.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "camera16.png")
+    answers = []
+    for name in ("camera8.png", "camera16.png"):
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / name), "--model", str(DEMO_DIR), "--json", "--top-k", "10"]) == 0
+        answers.append(json.loads(capsys.readouterr().out)[0]["predictions"])
+    assert answers[0] == answers[1]
+
+
+def test_predict_names_an_image_too_elongated_to_resize(tmp_path, capsys):
+    """A 10000x1 PNG would be resized to 256x2560000 by the ImageNet transform: refused, naming the file."""
+    from pvt_hf import PvtImageProcessor
+    from pvt_hf.tools.demo import DEMO_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(DEMO_DIR, model)
+    PvtImageProcessor().save_pretrained(model)  # short side 256
+    Image.new("RGB", (10000, 1)).save(tmp_path / "wide.png")
+    Image.fromarray(photos.camera()).save(tmp_path / "camera.png")
+    argv = ["predict", str(tmp_path / "wide.png"), str(tmp_path / "camera.png"), "--model", str(model), "--json"]
+    assert main(argv) == 1
+    wide, camera = json.loads(capsys.readouterr().out)
+    assert f"({tmp_path / 'wide.png'})" in wide["error"] and "exceed the limit" in wide["error"], wide
+    assert len(camera["predictions"]) == 5  # the other image is still answered
+
+
+def test_flops_says_what_model_accepts(tmp_path, capsys):
+    (tmp_path / "x.onnx").write_bytes(b"onnx")
+    assert main(["flops", str(tmp_path / "x.onnx")]) == 1
+    error = one_line_error(capsys, "flops")
+    assert (
+        f"MODEL {tmp_path / 'x.onnx'} is a file; MODEL takes a preset name (pvt-tiny" in error
+        and "or a Hub id" in error
+    ), error
+    (tmp_path / "empty").mkdir()
+    assert main(["flops", str(tmp_path / "empty")]) == 1
+    assert f"MODEL {tmp_path / 'empty'}: the folder has no config.json" in one_line_error(capsys, "flops")
+    for config, said in (({"model_type": "vit"}, "model_type 'vit'"), ({}, "no model_type"), ("{", "cannot read")):
+        (tmp_path / "other").mkdir(exist_ok=True)
+        (tmp_path / "other" / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+        assert main(["flops", str(tmp_path / "other")]) == 1
+        error = one_line_error(capsys, "flops")
+        assert said in error and f"MODEL {tmp_path / 'other'}" in error, error
+
+
+def test_version_is_the_package_s(capsys):
+    from pvt_hf import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"pvt-hf {__version__}"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Random input: success, or a clean refusal -- never a traceback
 
 
 _small_ints = st.lists(st.integers(-2, 80), min_size=0, max_size=5)
-_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=5), _small_ints)
-_keys = st.sampled_from(["embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "linear", "num_classes",
-                         "patch_size", "qkv_bias", "img_size", "layer_norm_eps", "in_chans", "num_stages", "bogus"])  # fmt: skip
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=5), _small_ints
+)
+_keys = st.sampled_from(
+    [
+        "embed_dims",
+        "num_heads",
+        "mlp_ratios",
+        "depths",
+        "sr_ratios",
+        "linear",
+        "num_classes",
+        "patch_size",
+        "qkv_bias",
+        "img_size",
+        "layer_norm_eps",
+        "in_chans",
+        "num_stages",
+        "bogus",
+    ]
+)
 
 
 def _near_valid():
     """Official args that are the valid ones with a few entries replaced or removed."""
-    return st.dictionaries(_keys, _values, max_size=4).map(lambda changes: {**OFFICIAL_ARGS, **changes}) | st.just(OFFICIAL_ARGS)
+    return st.dictionaries(_keys, _values, max_size=4).map(lambda changes: {**OFFICIAL_ARGS, **changes}) | st.just(
+        OFFICIAL_ARGS
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -315,42 +453,61 @@ _texts = st.one_of(
     _near_valid().map(json.dumps),
     st.text(max_size=40),
     st.text(min_size=256, max_size=400),
-    st.sampled_from(["{", "[]", "null", "1", '{"official_args": 5}', '{"official_args": {"depths": "x"}}', "", "/", ".", "~"]),
+    st.sampled_from(
+        ["{", "[]", "null", "1", '{"official_args": 5}', '{"official_args": {"depths": "x"}}', "", "/", ".", "~"]
+    ),
 )
+
+
+def refusal_or_success(capsys, argv: list[str], argument: str, value: str | None = None) -> int:
+    """`pvt-hf ARGV` in this process: success (0), or a refusal that is one error line naming `argument` or the
+    `value` given to it (1: the command's own check, 2: argparse's usage error), never a traceback."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in err, err
+    if code:
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("pvt-hf convert: error:"), err
+        named = (
+            value is not None and value.strip() and value.lower().replace("_", "-") in last.lower().replace("_", "-")
+        )
+        assert argument.lstrip("-") in last or named, (argument, value, err)
+    return code
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=_texts)
 @example(text=json.dumps(OFFICIAL_ARGS, indent=4))
 @example(text="x" * 300)
-def test_random_official_args_text_on_the_command_line(tmp_path_factory, text):
+def test_random_official_args_text_on_the_command_line(tmp_path_factory, capsys, text):
     output = tmp_path_factory.mktemp("out") / "repo"
-    try:
-        code = main(["convert", str(CHECKPOINT), str(output), "--official-args", text, "--no-verify", "--verbose"])
-    except SystemExit as exit_info:  # argparse: usage error naming the argument
-        assert exit_info.code == 2
-    except (ValueError, FileNotFoundError):
-        pass
-    else:
-        assert code == 0
+    code = refusal_or_success(
+        capsys, ["convert", str(CHECKPOINT), str(output), "--official-args", text, "--no-verify"], "--official-args"
+    )
+    assert (code == 0) == output.is_dir()  # a refusal writes nothing
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     option=st.sampled_from(["--variant", "--task", "--dtype", "--push-to-hub"]),
-    value=st.one_of(st.sampled_from(["pvt_v2_b0", "PVT-v2-b2-li", "fpn_pvt_tiny_ade20k", "classification", "bf16", "", "-x", "a/b"]), st.text(max_size=30)),
+    value=st.one_of(
+        st.sampled_from(
+            ["pvt_v2_b0", "PVT-v2-b2-li", "fpn_pvt_tiny_ade20k", "classification", "bf16", "", "-x", "a/b"]
+        ),
+        st.text(max_size=30),
+    ),
 )
-def test_random_option_values_on_the_command_line(tmp_path_factory, option, value):
+def test_random_option_values_on_the_command_line(tmp_path_factory, capsys, option, value):
     output = tmp_path_factory.mktemp("out") / "repo"
     source = [] if option == "--variant" else ["--official-args", json.dumps(OFFICIAL_ARGS)]
-    try:
-        code = main(["convert", str(CHECKPOINT), str(output), f"{option}={value}", *source, "--no-verify", "--dry-run", "--verbose"])
-    except SystemExit as exit_info:  # argparse: usage error naming the argument
-        assert exit_info.code == 2
-    except (ValueError, FileNotFoundError):
-        pass
-    else:
-        assert code == 0 and option != "--variant"  # the mini checkpoint is no released variant
+    argv = ["convert", str(CHECKPOINT), str(output), f"{option}={value}", *source, "--no-verify", "--dry-run"]
+    code = refusal_or_success(capsys, argv, option, value)
+    assert code != 0 or option != "--variant"  # the mini checkpoint is no released variant
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -378,7 +535,7 @@ def test_help_imports_neither_torch_nor_transformers():
 
 
 def test_console_script_help_answers():
-    script = Path(sys.executable).with_name("pvt-hf")
+    script = Path(pvt_hf_script())
     if not script.exists():
         pytest.skip("the pvt-hf console script is not installed beside this interpreter")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
@@ -395,9 +552,9 @@ def test_wrong_number_of_paths_is_a_usage_error(capsys, paths):
 
 
 def test_help_choices_are_the_library_ones():
-    from pvt_hf.conversion import TASKS
+    from pvt_hf.tools.conversion import TASKS
+    from pvt_hf.tools.hub import DTYPES
     from pvt_hf_cli import _common as cli
-    from pvt_hf.hub import DTYPES
 
     assert cli.TASK_CHOICES == TASKS and sorted(cli.DTYPE_CHOICES) == sorted(DTYPES)
 
@@ -414,16 +571,18 @@ def test_convert_usage_names_one_checkpoint_and_one_output(capsys):
 
 
 def test_export_onnx_reports_its_errors_once(tmp_path, capsys, caplog):
-    from pvt_hf import PvtForImageClassification
+    from conftest import tiny_config
 
-    from test_modeling import tiny_config
+    from pvt_hf import PvtForImageClassification
 
     caplog.set_level("INFO")
     PvtForImageClassification(tiny_config(2)).save_pretrained(tmp_path / "model")
     capsys.readouterr()
     old_umask = os.umask(0o022)
     try:
-        assert main(["export-onnx", str(tmp_path / "model"), str(tmp_path / "m.onnx"), "--exporter", "torchscript"]) == 0
+        assert (
+            main(["export-onnx", str(tmp_path / "model"), str(tmp_path / "m.onnx"), "--exporter", "torchscript"]) == 0
+        )
     finally:
         os.umask(old_umask)
     captured = capsys.readouterr()

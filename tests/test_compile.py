@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch._dynamo
+from conftest import VARIANTS, tiny_config
 from torch._dynamo.utils import counters
 
 from pvt_hf import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation
-
-from test_modeling import VARIANTS, tiny_config
 
 
 @pytest.fixture(autouse=True)

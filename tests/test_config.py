@@ -1,18 +1,30 @@
 import json
 import math
+import os
+import subprocess
 
 import pytest
 import torch
+from conftest import REFERENCE, pvt_hf_script
 
-from conftest import REFERENCE
 from pvt_hf import PRESETS, PvtConfig, PvtForImageClassification
-from pvt_hf.conversion import normalize_variant
+from pvt_hf.tools.conversion import normalize_variant
+
 
 MANIFESTS = json.loads((REFERENCE / "official_manifests.json").read_text())
 EXPECTED_PRESETS = [
-    "pvt-tiny", "pvt-small", "pvt-medium", "pvt-large", "pvt-v2-b0", "pvt-v2-b1", "pvt-v2-b2", "pvt-v2-b2-linear",
-    "pvt-v2-b3", "pvt-v2-b4", "pvt-v2-b5",
-]  # fmt: skip
+    "pvt-tiny",
+    "pvt-small",
+    "pvt-medium",
+    "pvt-large",
+    "pvt-v2-b0",
+    "pvt-v2-b1",
+    "pvt-v2-b2",
+    "pvt-v2-b2-linear",
+    "pvt-v2-b3",
+    "pvt-v2-b4",
+    "pvt-v2-b5",
+]
 
 
 def test_every_released_variant_has_a_preset():
@@ -59,7 +71,7 @@ def test_version_defaults():
         ({"drop_path_rate": 1.5}, "`drop_path_rate` must lie in"),
         ({"layer_norm_eps": 0.0}, "`layer_norm_eps` must be a positive number"),
         ({"patch_embedding_layer_norm_eps": -1e-5}, "`patch_embedding_layer_norm_eps` must be a positive"),
-        ({"num_labels": -1}, "`num_labels` must be an integer >= 0"),
+        ({"num_labels": -1}, r"`num_labels` must be an integer in \[0,"),
         ({"neck_hidden_size": 0}, "`neck_hidden_size` must be a positive integer"),
         ({"decoder_hidden_size": -8}, "`decoder_hidden_size` must be a positive integer"),
         ({"hidden_act": "bogus"}, "`hidden_act` must name an activation"),
@@ -72,6 +84,72 @@ def test_version_defaults():
 def test_invalid_configs_are_rejected_clearly(overrides, message):
     with pytest.raises(ValueError, match=message):
         PvtConfig(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"depths": [10**9, 1, 1, 1]}, "depths"),
+        ({"num_labels": 10**9}, "num_labels"),
+        ({"hidden_sizes": [2**40] * 4, "num_attention_heads": [1, 1, 1, 1]}, "hidden_sizes"),
+        ({"sr_ratios": [10**6, 4, 2, 1]}, "sr_ratios"),
+        ({"num_attention_heads": [2**20] * 4, "hidden_sizes": [2**20] * 4}, "hidden_sizes"),
+        ({"mlp_ratios": [1e9, 8, 4, 4]}, "mlp_ratios"),
+        ({"mlp_ratios": [math.inf, 8, 4, 4]}, "mlp_ratios"),
+        ({"patch_sizes": [10**5, 3, 3, 3]}, "patch_sizes"),
+        ({"strides": [4, 2, 2, 10**5]}, "strides"),
+        ({"image_size": 10**7}, "image_size"),
+        ({"num_channels": 10**7}, "num_channels"),
+        ({"linear_pool_size": 10**6, "linear_attention": True}, "linear_pool_size"),
+        ({"neck_hidden_size": 2**40}, "neck_hidden_size"),
+        ({"decoder_hidden_size": 2**40}, "decoder_hidden_size"),
+    ],
+)
+def test_absurd_sizes_fail_at_once_naming_the_field(overrides, field):
+    """Sizes that would hang or exhaust memory (a 1e9-entry id2label, 1e9 layers) are refused before any work."""
+    with pytest.raises(ValueError, match=f"`{field}` must"):
+        PvtConfig(**overrides)
+
+
+def test_num_labels_is_bounded_also_when_set_later(tmp_path):
+    config = PvtConfig(num_labels=3)
+    with pytest.raises(ValueError, match="`num_labels` must be an integer in"):
+        config.num_labels = 10**9
+    config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="`num_labels` must be an integer in"):
+        PvtConfig.from_pretrained(tmp_path, num_labels=10**9)
+
+
+@pytest.mark.parametrize("name", list(MANIFESTS))
+def test_every_official_architecture_is_within_the_limits(name):
+    """The bounds are generous: every released checkpoint's architecture (from its shapes) passes them."""
+    from pvt_hf.tools.conversion import architecture_from_state_dict
+
+    shapes = {key: torch.empty(shape, device="meta") for key, shape in MANIFESTS[name].items()}
+    task = "semantic-segmentation" if name.startswith("fpn_") else "classification"
+    architecture = architecture_from_state_dict(shapes, task)
+    heads = PRESETS[normalize_variant(name)]["num_attention_heads"]
+    config = PvtConfig(
+        **{key: value for key, value in architecture.items() if value is not None}, num_attention_heads=heads
+    )
+    assert config.depths == architecture["depths"]
+
+
+def test_flops_command_refuses_an_absurd_config_folder_at_once(tmp_path):
+    """`pvt-hf flops` on a config folder with 1e9 layers hung; now it fails at once, naming the field."""
+    folder = tmp_path / "absurd"
+    folder.mkdir()
+    config = {"model_type": "pvt_hf", "architectures": ["PvtForImageClassification"], "depths": [10**9, 1, 1, 1]}
+    (folder / "config.json").write_text(json.dumps(config))
+    result = subprocess.run(
+        [pvt_hf_script(), "flops", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "`depths` must hold integers in [1, 1,024]" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_segmentation_needs_classes():
@@ -111,7 +189,9 @@ def test_random_configs_build_or_fail_clearly():
         try:
             config = PvtConfig(**settings)
         except ValueError as error:
-            assert any(f"`{name}`" in str(error) or name in str(error) for name in settings) or "per-stage" in str(error), (settings, error)
+            assert any(f"`{name}`" in str(error) or name in str(error) for name in settings) or "per-stage" in str(
+                error
+            ), (settings, error)
             continue
         if config.num_labels < 1:
             continue
@@ -131,3 +211,19 @@ def test_unknown_preset():
 )
 def test_variant_names_people_use(name, preset):
     assert normalize_variant(name) == preset
+
+
+def test_float_labels_of_the_wrong_shape_are_a_clear_error():
+    """transformers' problem types: float labels are multi-hot / one-hot targets (batch, num_labels), or with one
+    output regression values; any other shape is the documented ValueError, not torch's RuntimeError in the loss."""
+    tiny = {"hidden_sizes": [8, 16, 24, 32], "num_attention_heads": [1, 1, 1, 1], "depths": [1, 1, 1, 1]}
+    model = PvtForImageClassification(PvtConfig(**tiny, num_labels=5))
+    pixel_values = torch.randn(2, 3, 64, 64)
+    for labels in (torch.tensor([0.5, 1.0]), torch.ones(2, 3), torch.ones(3, 5)):
+        with pytest.raises(ValueError, match=r"Float `labels` are multi-label .* must have shape \(2, 5\)"):
+            model(pixel_values, labels=labels)
+    assert torch.isfinite(model(pixel_values, labels=torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 0]])).loss)
+    regression = PvtForImageClassification(PvtConfig(**tiny, num_labels=1))
+    assert torch.isfinite(regression(pixel_values, labels=torch.tensor([0.5, 1.0])).loss)
+    with pytest.raises(ValueError, match=r"Float `labels` are regression values .* \(2, 1\) or \(2,\)"):
+        regression(pixel_values, labels=torch.tensor([0.5, 1.0, 2.0]))

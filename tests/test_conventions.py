@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import VARIANTS, relative_error
 from transformers import AutoBackbone, AutoConfig, AutoModelForImageClassification
 
 from pvt_hf import (
@@ -15,8 +16,6 @@ from pvt_hf import (
     PvtModel,
 )
 
-from conftest import relative_error
-from test_modeling import VARIANTS
 
 MODEL_CLASSES = [PvtModel, PvtForImageClassification, PvtForSemanticSegmentation, PvtBackbone]
 PIXEL_VALUES = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
@@ -53,7 +52,9 @@ def test_hidden_states_and_attentions_from_arguments_and_config(model_class, con
     for stage, depth in enumerate(config.depths):
         for _ in range(depth):
             attention = asked.attentions[layer]
-            cls_token = int(config.version == 1 and stage == 3 and model_class in (PvtModel, PvtForImageClassification))
+            cls_token = int(
+                config.version == 1 and stage == 3 and model_class in (PvtModel, PvtForImageClassification)
+            )
             assert attention.shape[:3] == (2, config.num_attention_heads[stage], tokens[stage] + cls_token)
             torch.testing.assert_close(attention.sum(-1), torch.ones_like(attention.sum(-1)))
             layer += 1
@@ -124,7 +125,11 @@ def test_init_weights_covers_every_parameter_and_buffer(model_class, config):
             tensor.fill_(float("nan"))
     for module in model.modules():
         model._init_weights(module)
-    untouched = [name for name, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_floating_point() and p.isnan().any()]
+    untouched = [
+        name
+        for name, p in list(model.named_parameters()) + list(model.named_buffers())
+        if p.is_floating_point() and p.isnan().any()
+    ]
     assert not untouched
 
 
@@ -137,7 +142,11 @@ def test_missing_weights_are_initialised_on_load(model_class, config, tmp_path):
     model.save_pretrained(tmp_path)
     state_dict = load_file(tmp_path / "model.safetensors")
     dropped = [key for key in state_dict if "layers.0.mlp.fc1" in key]
-    save_file({k: v for k, v in state_dict.items() if k not in dropped}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in state_dict.items() if k not in dropped},
+        tmp_path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     reloaded, info = model_class.from_pretrained(tmp_path, output_loading_info=True)
     assert sorted(info["missing_keys"]) == sorted(dropped)
     weight = dict(reloaded.named_parameters())[next(key for key in dropped if key.endswith("weight"))]
@@ -241,7 +250,9 @@ def test_config_round_trips(tmp_path):
     config.save_pretrained(tmp_path / "saved")
     reloaded = AutoConfig.from_pretrained(tmp_path / "saved")
     assert type(reloaded) is PvtConfig and without_path(reloaded) == as_dict
-    assert reloaded.num_labels == 7 and reloaded.out_features == ["stage2", "stage4"] and reloaded.out_indices == [1, 3]
+    assert (
+        reloaded.num_labels == 7 and reloaded.out_features == ["stage2", "stage4"] and reloaded.out_indices == [1, 3]
+    )
     config.save_pretrained(tmp_path / "with_subfolder" / "sub")
     assert without_path(PvtConfig.from_pretrained(tmp_path / "with_subfolder", subfolder="sub")) == as_dict
 
@@ -250,8 +261,14 @@ def test_config_common_properties_and_arguments():
     config = PvtConfig(hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 2, 3, 4], num_channels=4)
     assert config.hidden_sizes == [8, 16, 24, 32] and config.num_attention_heads == [1, 2, 3, 4]
     assert config.num_channels == 4 and PvtConfig().num_channels == 3
-    common = {"return_dict": False, "output_hidden_states": True, "output_attentions": True, "problem_type": "regression",
-              "id2label": {0: "a"}, "label2id": {"a": 0}}
+    common = {
+        "return_dict": False,
+        "output_hidden_states": True,
+        "output_attentions": True,
+        "problem_type": "regression",
+        "id2label": {0: "a"},
+        "label2id": {"a": 0},
+    }
     config = PvtConfig(**common)
     for key, value in common.items():
         assert getattr(config, key) == value, key
@@ -261,7 +278,12 @@ def test_config_common_properties_and_arguments():
 
 def test_backbone_common_attributes():
     config = VARIANTS["v2"](out_indices=[-2, -1])
-    assert config.out_features == ["stage3", "stage4"] and config.stage_names == ["stage1", "stage2", "stage3", "stage4"]
+    assert config.out_features == ["stage3", "stage4"] and config.stage_names == [
+        "stage1",
+        "stage2",
+        "stage3",
+        "stage4",
+    ]
     backbone = AutoBackbone.from_config(config).eval()
     assert backbone.out_features == ["stage3", "stage4"] and backbone.channels == [48, 64]
     assert backbone.num_features == config.hidden_sizes

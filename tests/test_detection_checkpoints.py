@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
+from conftest import REFERENCE, reference_case, relative_error
 from transformers import AutoBackbone, AutoConfig, UperNetForSemanticSegmentation
 
-from conftest import REFERENCE, reference_case, relative_error
 from pvt_hf import PvtBackbone
-from pvt_hf.composites import composite_config, load_pretrained_backbone, pvt_backbones
-from pvt_hf.conversion import ConversionError, convert_official_state_dict, rename_official_key
+from pvt_hf.tools.composites import composite_config, load_pretrained_backbone, pvt_backbones
+from pvt_hf.tools.conversion import ConversionError, convert_official_state_dict, rename_official_key
 from pvt_hf_cli import main
+
 
 MANIFESTS = json.loads((REFERENCE / "official_manifests.json").read_text())
 NECK_WIDTH = 32  # the official necks have 256 channels; the structure, not the width, is what matters here
@@ -123,12 +124,23 @@ def convert_mini(runs, version: str, caplog) -> dict:
     num_classes = json.loads((REFERENCE / f"{CASES[version][0]}.json").read_text())["official_args"]["num_classes"]
     classifier.update(random_tensors({"head.weight": (num_classes, width), "head.bias": (num_classes,)}, seed=2))
     if version == "v1":
-        classifier.update(random_tensors({"cls_token": (1, 1, width), "norm.weight": (width,), "norm.bias": (width,)}, seed=3))
+        classifier.update(
+            random_tensors({"cls_token": (1, 1, width), "norm.weight": (width,), "norm.bias": (width,)}, seed=3)
+        )
     torch.save(classifier, root / "classifier.pth")
-    assert main(["convert", str(root / "classifier.pth"), str(root / "classifier"), "--official-args", args, "--no-verify"]) == 0
+    assert (
+        main(
+            ["convert", str(root / "classifier.pth"), str(root / "classifier"), "--official-args", args, "--no-verify"]
+        )
+        == 0
+    )
     runs["folders"][version] = result = {
-        "checkpoint": path, "folder": root / "backbone", "classifier": root / "classifier", "parts": parts, "log": log,
-    }  # fmt: skip
+        "checkpoint": path,
+        "folder": root / "backbone",
+        "classifier": root / "classifier",
+        "parts": parts,
+        "log": log,
+    }
     return result
 
 
@@ -141,7 +153,9 @@ def test_detection_backbone_gives_the_official_feature_maps(runs, caplog, versio
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["PvtBackbone"] and config["model_type"] == "pvt_hf"
     assert config["out_features"] == ["stage1", "stage2", "stage3", "stage4"]
-    assert config["version"] == (1 if version == "v1" else 2) and config["linear_attention"] == (version == "v2-linear")
+    assert config["version"] == (1 if version == "v1" else 2) and config["linear_attention"] == (
+        version == "v2-linear"
+    )
     assert "class0" not in json.dumps(config)  # the detector's COCO classes are not the backbone's
     # transformers' AutoBackbone.from_pretrained asks the Hub first (no local folders); its class for the folder:
     assert type(AutoBackbone.from_config(AutoConfig.from_pretrained(folder))) is PvtBackbone
@@ -166,7 +180,9 @@ def test_detection_backbone_gives_the_official_feature_maps(runs, caplog, versio
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_load_pretrained_backbone_from_a_detection_conversion(runs, caplog, version):
     folder = convert_mini(runs, version, caplog)["folder"]
-    config = composite_config("upernet", str(folder), hidden_size=16, auxiliary_channels=8, pool_scales=[1, 2], num_labels=3)
+    config = composite_config(
+        "upernet", str(folder), hidden_size=16, auxiliary_channels=8, pool_scales=[1, 2], num_labels=3
+    )
     torch.manual_seed(0)
     model = UperNetForSemanticSegmentation(config).eval()
     (backbone,) = pvt_backbones(model)
@@ -183,18 +199,25 @@ def test_load_pretrained_backbone_from_a_detection_conversion(runs, caplog, vers
 
 @pytest.mark.parametrize(
     "name, detector, variant",
-    [("fpn_pvt_v2_b0_ade20k", "mask_rcnn", "pvt-v2-b0"), ("fpn_pvt_tiny_ade20k", "retinanet", "pvt-tiny"),
-     ("fpn_pvt_v2_b2_li_ade20k", "sparse_rcnn", "pvt-v2-b2-linear")],
-)  # fmt: skip
+    [
+        ("fpn_pvt_v2_b0_ade20k", "mask_rcnn", "pvt-v2-b0"),
+        ("fpn_pvt_tiny_ade20k", "retinanet", "pvt-tiny"),
+        ("fpn_pvt_v2_b2_li_ade20k", "sparse_rcnn", "pvt-v2-b2-linear"),
+    ],
+)
 def test_released_detection_layouts_detect_their_variant(name, detector, variant):
     """Full-size backbones with the released keys and shapes: the variant comes from the shapes, every backbone
     tensor is used as it is, and the rest is counted by prefix."""
-    backbone = random_tensors({key: shape for key, shape in MANIFESTS[name].items() if key.startswith("backbone.")}, seed=0)
+    backbone = random_tensors(
+        {key: shape for key, shape in MANIFESTS[name].items() if key.startswith("backbone.")}, seed=0
+    )
     channels = [backbone[f"backbone.patch_embed{stage}.proj.weight"].shape[0] for stage in range(1, 5)]
     parts = random_tensors(detector_parts(detector, channels, width=256), seed=1)
     extra = {}
     if variant == "pvt-tiny":  # ImageNet leftovers a v1 detector's backbone may carry: unused by the official code
-        extra = random_tensors({"backbone.cls_token": (1, 1, 512), "backbone.norm.weight": (512,), "backbone.norm.bias": (512,)}, seed=2)
+        extra = random_tensors(
+            {"backbone.cls_token": (1, 1, 512), "backbone.norm.weight": (512,), "backbone.norm.bias": (512,)}, seed=2
+        )
     model, report = convert_official_state_dict({**backbone, **parts, **extra}, meta={"CLASSES": ["person"] * 80})
     assert type(model).__name__ == "PvtBackbone"
     assert report["task"] == "backbone" and report["detected_variant"] == variant == report["architecture"]
@@ -213,7 +236,10 @@ def test_a_missing_backbone_weight_is_named_as_the_file_names_it():
     shapes = {key: shape for key, shape in MANIFESTS["fpn_pvt_v2_b0_ade20k"].items() if key.startswith("backbone.")}
     del shapes["backbone.block2.1.attn.q.weight"]
     checkpoint = random_tensors({**shapes, **detector_parts("mask_rcnn", [32, 64, 160, 256])}, seed=0)
-    with pytest.raises(ConversionError, match=r"missing from the checkpoint: backbone\.block2\.1\.attn\.q\.weight \(pvt-hf: encoder\.stages\.1\.layers\.1\.attention\.query\.weight\)"):
+    with pytest.raises(
+        ConversionError,
+        match=r"missing from the checkpoint: backbone\.block2\.1\.attn\.q\.weight \(pvt-hf: encoder\.stages\.1\.layers\.1\.attention\.query\.weight\)",
+    ):
         convert_official_state_dict(checkpoint, variant="pvt-v2-b0")
 
 
@@ -221,27 +247,46 @@ def test_convert_all_handles_detection_files(tmp_path, capsys, caplog):
     caplog.set_level("INFO", logger="pvt_hf")
     source = tmp_path / "downloads"
     source.mkdir()
-    backbone_shapes = {key: shape for key, shape in MANIFESTS["fpn_pvt_v2_b0_ade20k"].items() if key.startswith("backbone.")}
+    backbone_shapes = {
+        key: shape for key, shape in MANIFESTS["fpn_pvt_v2_b0_ade20k"].items() if key.startswith("backbone.")
+    }
     parts = detector_parts("mask_rcnn", [32, 64, 160, 256], width=256)
-    torch.save({"meta": {}, "state_dict": random_tensors({**backbone_shapes, **parts}, seed=0)}, source / "mask_rcnn_pvt_v2_b0_fpn_1x_coco.pth")
+    torch.save(
+        {"meta": {}, "state_dict": random_tensors({**backbone_shapes, **parts}, seed=0)},
+        source / "mask_rcnn_pvt_v2_b0_fpn_1x_coco.pth",
+    )
     torch.save(random_tensors(MANIFESTS["pvt_v2_b0"], seed=1), source / "pvt_v2_b0.pth")
     assert main(["convert", "--all", str(source), str(tmp_path / "hub"), "--no-verify"]) == 0
     out = capsys.readouterr().out
-    assert sorted(path.name for path in (tmp_path / "hub").iterdir()) == ["mask-rcnn-pvt-v2-b0-fpn-1x-coco", "pvt-v2-b0"]
+    assert sorted(path.name for path in (tmp_path / "hub").iterdir()) == [
+        "mask-rcnn-pvt-v2-b0-fpn-1x-coco",
+        "pvt-v2-b0",
+    ]
     assert "| mask_rcnn_pvt_v2_b0_fpn_1x_coco.pth | mask-rcnn-pvt-v2-b0-fpn-1x-coco | backbone | 3.4M |" in out
     assert "| pvt_v2_b0.pth | pvt-v2-b0 | classification | 3.7M |" in out
-    assert f"mask_rcnn_pvt_v2_b0_fpn_1x_coco.pth: detection checkpoint, backbone converted; {summary(expected_left_out(parts))}" in caplog.text
+    assert (
+        f"mask_rcnn_pvt_v2_b0_fpn_1x_coco.pth: detection checkpoint, backbone converted; {summary(expected_left_out(parts))}"
+        in caplog.text
+    )
     config = json.loads((tmp_path / "hub" / "mask-rcnn-pvt-v2-b0-fpn-1x-coco" / "config.json").read_text())
     assert config["architectures"] == ["PvtBackbone"] and config["hidden_sizes"] == [32, 64, 160, 256]
 
 
 def test_a_detector_with_another_backbone_is_refused_by_name(tmp_path, capsys):
     resnet = {
-        "backbone.conv1.weight": (64, 3, 7, 7), "backbone.bn1.weight": (64,), "backbone.layer1.0.conv1.weight": (64, 64, 1, 1),
+        "backbone.conv1.weight": (64, 3, 7, 7),
+        "backbone.bn1.weight": (64,),
+        "backbone.layer1.0.conv1.weight": (64, 64, 1, 1),
         "backbone.layer4.2.conv3.weight": (2048, 512, 1, 1),
-    }  # fmt: skip
+    }
     path = tmp_path / "mask_rcnn_r50_fpn_1x_coco.pth"
-    torch.save({"meta": {}, "state_dict": random_tensors({**resnet, **detector_parts("mask_rcnn", [256, 512, 1024, 2048])}, seed=0)}, path)
+    torch.save(
+        {
+            "meta": {},
+            "state_dict": random_tensors({**resnet, **detector_parts("mask_rcnn", [256, 512, 1024, 2048])}, seed=0),
+        },
+        path,
+    )
     assert main(["convert", str(path), str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("pvt-hf convert: error: ") and "\n" not in error
@@ -257,12 +302,20 @@ def test_another_task_on_a_detection_checkpoint_is_an_error(tmp_path, capsys, ca
     args = str(REFERENCE / "pvt_v2_mini_seg.json")
     assert main(["convert", str(path), str(tmp_path / "out"), "--official-args", args, "--task", task]) == 1
     error = capsys.readouterr().err
-    assert f"--task {task}, but {path} is a detection checkpoint (`backbone.` weights with the detector's bbox_head, neck)" in error
+    assert (
+        f"--task {task}, but {path} is a detection checkpoint (`backbone.` weights with the detector's bbox_head, neck)"
+        in error
+    )
     assert "only its backbone converts, with --task backbone (the default for it)" in error
     assert not (tmp_path / "out").exists()
     # named explicitly, the task is the detected one
     caplog.set_level("INFO", logger="pvt_hf")
-    assert main(["convert", str(path), str(tmp_path / "out"), "--official-args", args, "--task", "backbone", "--no-verify"]) == 0
+    assert (
+        main(
+            ["convert", str(path), str(tmp_path / "out"), "--official-args", args, "--task", "backbone", "--no-verify"]
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 

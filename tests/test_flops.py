@@ -7,28 +7,45 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REFERENCE, tiny_config
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import pvt_hf
-from conftest import REFERENCE
 from pvt_hf import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation, PvtModel
-from pvt_hf.flops import HEAD_MATMUL_COMPONENTS, InputSizeError, count_flops
+from pvt_hf.tools.flops import HEAD_MATMUL_COMPONENTS, InputSizeError, count_flops
 from pvt_hf_cli import main
-from test_modeling import tiny_config
+
 
 MANIFESTS = json.loads((REFERENCE / "official_manifests.json").read_text())
 
 # The papers' "GFLOPs" (= GMACs) at 224x224, ImageNet-1K classifiers: PVT v1 Table 2, PVT v2 Table 2 (B2-Li: Table 6).
 PAPER_GFLOPS = {
-    "pvt-tiny": 1.9, "pvt-small": 3.8, "pvt-medium": 6.7, "pvt-large": 9.8, "pvt-v2-b0": 0.6, "pvt-v2-b1": 2.1,
-    "pvt-v2-b2": 4.0, "pvt-v2-b2-linear": 3.9, "pvt-v2-b3": 6.9, "pvt-v2-b4": 10.1, "pvt-v2-b5": 11.8,
-}  # fmt: skip
+    "pvt-tiny": 1.9,
+    "pvt-small": 3.8,
+    "pvt-medium": 6.7,
+    "pvt-large": 9.8,
+    "pvt-v2-b0": 0.6,
+    "pvt-v2-b1": 2.1,
+    "pvt-v2-b2": 4.0,
+    "pvt-v2-b2-linear": 3.9,
+    "pvt-v2-b3": 6.9,
+    "pvt-v2-b4": 10.1,
+    "pvt-v2-b5": 11.8,
+}
 # Semantic FPN on ADE20K at 512x512, PVT v2 Table 3.
 PAPER_FPN_GFLOPS = {
-    "pvt-tiny": 33.2, "pvt-small": 44.5, "pvt-medium": 61.0, "pvt-large": 79.6, "pvt-v2-b0": 25.0, "pvt-v2-b1": 34.2,
-    "pvt-v2-b2": 45.8, "pvt-v2-b3": 62.4, "pvt-v2-b4": 81.3, "pvt-v2-b5": 91.1,
-}  # fmt: skip
+    "pvt-tiny": 33.2,
+    "pvt-small": 44.5,
+    "pvt-medium": 61.0,
+    "pvt-large": 79.6,
+    "pvt-v2-b0": 25.0,
+    "pvt-v2-b1": 34.2,
+    "pvt-v2-b2": 45.8,
+    "pvt-v2-b3": 62.4,
+    "pvt-v2-b4": 81.3,
+    "pvt-v2-b5": 91.1,
+}
 
 
 def manifest_parameters(name: str) -> int:
@@ -195,7 +212,11 @@ def test_cli_prints_the_stage_table(capsys):
     assert main(["flops", "pvt-v2-b2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     report = count_flops("pvt-v2-b2", 224, 224)
-    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0].startswith(("stage", "head", "total"))}
+    rows = {
+        line.split()[0]: line.split()
+        for line in lines
+        if line.split() and line.split()[0].startswith(("stage", "head", "total"))
+    }
     assert rows["stage1"][:4] == ["stage1", "56x56", "3136", "49"]
     assert rows["stage3"][1:4] == ["14x14", "196", "49"]
     assert float(rows["total"][1]) == pytest.approx(report.total_gmacs, abs=5e-4)
@@ -226,8 +247,11 @@ def test_cli_counts_a_model_folder_as_its_architecture(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["pvt-v2-b2", "--size", "20", "20"], "--size 20 20: 20x20 is too small for this model: every side must be at least"),
-        (["./no-such-model"], "MODEL: no such file or directory: ./no-such-model"),
+        (
+            ["pvt-v2-b2", "--size", "20", "20"],
+            "--size 20 20: 20x20 is too small for this model: every side must be at least",
+        ),
+        (["./no-such-model"], "no such local folder (no such file or directory: ./no-such-model)"),
         (["no-such-model"], "no-such-model: not a preset (pvt-tiny"),
     ],
 )
@@ -240,7 +264,7 @@ def test_cli_errors_are_one_line(arguments, message, capsys):
 def test_cli_refuses_a_folder_of_another_model(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
     assert main(["flops", str(tmp_path)]) == 1
-    assert "not a pvt-hf model (its config has model_type 'vit'" in capsys.readouterr().err
+    assert "its config.json has model_type 'vit'; pvt-hf flops counts pvt-hf models" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("size", [["0", "224"], ["224", "-32"], ["224", "big"]])

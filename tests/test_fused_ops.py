@@ -2,20 +2,22 @@
 where it must not, and custom ops that torch.compile can trace (fake kernels with the real kernels' shapes and
 strides) in a namespace of their kernels' version."""
 
-import importlib.util
+import importlib
+import shutil
+import sys
 
 import pytest
 import torch
 import torch._dynamo
+from conftest import VARIANTS
 from torch.library import opcheck
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pvt_hf import PvtForImageClassification, fused_ops, modeling_pvt
-from pvt_hf.modeling_pvt import tokens_to_map
+from pvt_hf import PvtForImageClassification, fused_ops, layer_paths, modeling_pvt
+from pvt_hf.layer_paths import tokens_to_map
 
-from test_modeling import VARIANTS
 
-pytestmark = pytest.mark.skipif(not fused_ops.AVAILABLE, reason="this torch has no oneDNN kernels")
+pytestmark = pytest.mark.skipif(not layer_paths.ONEDNN_AVAILABLE, reason="this torch has no oneDNN kernels")
 
 
 class OpLog(TorchDispatchMode):
@@ -111,9 +113,14 @@ def test_the_fused_path_applies_only_where_it_is_safe(monkeypatch):
     hooked.attention.query._hf_hook = object()  # accelerate's `add_hook_to_module` leaves both on a module
     assert hooked not in fused_layers(model, pixel_values, monkeypatch)
     del hooked.attention.query._hf_hook
-    hooked.mlp.depthwise_conv.forward = hooked.mlp.depthwise_conv.forward
+    conv = hooked.mlp.depthwise_conv
+    conv.forward = lambda input: torch.nn.Conv2d.forward(conv, input)  # an instance-level wrapper (offloading's)
     assert fused_layers(model, pixel_values, monkeypatch) == [layer for layer in layers if layer is not hooked]
-    del hooked.mlp.depthwise_conv.forward
+    del conv.forward
+    conv.forward = conv.forward
+    # the class's own forward, bound (what accelerate leaves when it removes its hook), still runs the fused kernels
+    assert fused_layers(model, pixel_values, monkeypatch) == layers
+    del conv.forward
 
     class WrappedLinear(torch.nn.Linear):  # as PEFT's and quantizers' layers are
         pass
@@ -134,38 +141,61 @@ def test_a_failing_kernel_falls_back_to_the_plain_modules(monkeypatch):
     pixel_values = torch.randn(2, 3, 64, 64)
     expected = plain_logits(model, pixel_values)
 
+    calls = []
+
     def broken(*args):
+        calls.append(1)
         raise RuntimeError("oneDNN is unhappy")
 
     monkeypatch.setitem(fused_ops._EAGER_KERNELS, "mlp", broken)
-    with torch.inference_mode():
+    with torch.inference_mode(), OpLog() as log:
         got = model(pixel_values=pixel_values).logits
+    assert len(calls) == sum(model.config.depths)  # every layer tried the fused kernels, then ran its plain modules
+    assert "aten.gelu.default" in log.names and "aten.linear.default" in log.names
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def remote_copy(tmp_path, package: str, edit: tuple[str, str, str] | None = None):
+    """`fused_ops` imported from a copy of it and `layer_paths` in package `package` (as Hub remote code is), with
+    `edit` = (file, old, new) applied to the copy."""
+    folder = tmp_path / package
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    for module in (fused_ops, layer_paths):
+        shutil.copy(module.__file__, folder)
+    if edit is not None:
+        file, old, new = edit
+        source = (folder / file).read_text()
+        assert old in source
+        (folder / file).write_text(source.replace(old, new))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(f"{package}.fused_ops")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
 def test_op_namespace_follows_the_kernels(tmp_path):
-    """A copy with the same kernels reuses the registered ops; a copy whose kernels differ registers its own, so an
-    older release's remote code never runs this one's kernels (nor the reverse)."""
-    source = open(fused_ops.__file__).read()
-    spec = importlib.util.spec_from_file_location("pvt_remote_same", fused_ops.__file__)
-    same = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(same)
-    assert same.NAMESPACE == fused_ops.NAMESPACE
-    changed_source = source.replace("MLP_CHUNK_BYTES // (unit", "MLP_CHUNK_BYTES // (1 * unit")
-    assert changed_source != source
-    changed_file = tmp_path / "fused_ops_changed.py"
-    changed_file.write_text(changed_source)
-    spec = importlib.util.spec_from_file_location("pvt_remote_changed", changed_file)
-    changed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(changed)
-    assert changed.NAMESPACE != fused_ops.NAMESPACE
-    assert hasattr(getattr(torch.ops, changed.NAMESPACE), "mlp")
+    """A copy with the same kernels reuses the registered ops; a copy whose kernels differ (in `fused_ops` or in the
+    `layer_paths` helpers they call) registers its own, so an older release's remote code never runs this one's
+    kernels (nor the reverse)."""
+    assert remote_copy(tmp_path, "pvt_remote_same").NAMESPACE == fused_ops.NAMESPACE
+    edits = [
+        ("fused_ops.py", "MLP_CHUNK_BYTES // (unit", "MLP_CHUNK_BYTES // (1 * unit"),
+        ("layer_paths.py", "padding, stride, [1, 1], groups", "padding, stride, [1] * 2, groups"),
+    ]
+    for index, edit in enumerate(edits):
+        changed = remote_copy(tmp_path, f"pvt_remote_changed_{index}", edit)
+        assert changed.NAMESPACE != fused_ops.NAMESPACE
+        assert hasattr(getattr(torch.ops, changed.NAMESPACE), "mlp")
 
 
 def mlp_args(depthwise: bool, batch=2, height=5, width=7, channels=8, hidden=16):
     args = [torch.randn(batch, height * width, channels), torch.randn(batch, height * width, channels), height, width]
     args += [torch.randn(hidden, channels), torch.randn(hidden), "none" if depthwise else "gelu", "none"]
-    args += [torch.randn(hidden, 1, 3, 3), torch.randn(hidden), "gelu", "tanh"] if depthwise else [None, None, "none", ""]
+    args += (
+        [torch.randn(hidden, 1, 3, 3), torch.randn(hidden), "gelu", "tanh"] if depthwise else [None, None, "none", ""]
+    )
     return args + [torch.randn(channels, hidden), torch.randn(channels)]
 
 
@@ -194,7 +224,11 @@ def mlp_args(depthwise: bool, batch=2, height=5, width=7, channels=8, hidden=16)
 )
 def test_custom_ops_are_traceable(op, args):
     """torch.library's own checks: schema, fake kernel (shapes and strides) against the real one, dynamic shapes."""
-    opcheck(getattr(getattr(torch.ops, fused_ops.NAMESPACE), op).default, args(), test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    opcheck(
+        getattr(getattr(torch.ops, fused_ops.NAMESPACE), op).default,
+        args(),
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
 
 
 def test_compiled_inference_runs_the_fused_ops():

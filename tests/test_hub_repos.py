@@ -5,12 +5,13 @@ import shutil
 
 import pytest
 import torch
+from conftest import REFERENCE
 from safetensors.torch import load_file
 
-from conftest import REFERENCE
+from pvt_hf.tools.conversion import rename_official_key
+from pvt_hf.tools.model_card import ADE20K_MIOU, IMAGENET_TOP1_AND_PARAMS
 from pvt_hf_cli import main
-from pvt_hf.conversion import rename_official_key
-from pvt_hf.model_card import ADE20K_MIOU, IMAGENET_TOP1_AND_PARAMS
+
 
 MANIFESTS = json.loads((REFERENCE / "official_manifests.json").read_text())
 
@@ -26,7 +27,9 @@ def official_file(folder, name, seed=0):
             state_dict[key] = torch.rand(*shape, generator=generator) + 0.5
         else:
             state_dict[key] = torch.randn(*shape, generator=generator) * 0.02
-    checkpoint = {"meta": {"mmseg_version": "0.13.0"}, "state_dict": state_dict} if name.startswith("fpn_") else state_dict
+    checkpoint = (
+        {"meta": {"mmseg_version": "0.13.0"}, "state_dict": state_dict} if name.startswith("fpn_") else state_dict
+    )
     path = folder / f"{name}.pth"
     torch.save(checkpoint, path)
     return path, state_dict
@@ -54,9 +57,17 @@ def test_every_release_becomes_a_complete_repo(scratch, index, name):
     repo = tmp_path / "repo"
     files = sorted(p.name for p in repo.iterdir())
     expected = {
-        "README.md", "config.json", "model.safetensors", "configuration_pvt.py", "modeling_pvt.py", "fused_ops.py", "lean_training.py",
-        "input_channels.py", "preprocessor_config.json", "image_processing_pvt.py",
-    }  # fmt: skip
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "configuration_pvt.py",
+        "modeling_pvt.py",
+        "fused_ops.py",
+        "lean_training.py",
+        "input_channels.py",
+        "preprocessor_config.json",
+        "image_processing_pvt.py",
+    }
     assert expected <= set(files), files
     assert segmentation == ("modeling_pvt_segmentation.py" in files)
     config = json.loads((repo / "config.json").read_text())
@@ -84,7 +95,13 @@ def test_every_release_becomes_a_complete_repo(scratch, index, name):
 @pytest.mark.parametrize("name", ["pvt_v1_mini_cls", "pvt_v2_li_mini_seg"])
 def test_reference_checkpoints_verify_after_reload(tmp_path, name, caplog):
     caplog.set_level("INFO", logger="pvt_hf")
-    argv = ["convert", str(REFERENCE / f"{name}.pth"), str(tmp_path / "repo"), "--official-args", str(REFERENCE / f"{name}.json")]
+    argv = [
+        "convert",
+        str(REFERENCE / f"{name}.pth"),
+        str(tmp_path / "repo"),
+        "--official-args",
+        str(REFERENCE / f"{name}.json"),
+    ]
     assert main(argv) == 0
     assert "Reloaded" in caplog.text and "logits relative error 0.0e+00" in caplog.text
     card = (tmp_path / "repo" / "README.md").read_text()
@@ -93,7 +110,15 @@ def test_reference_checkpoints_verify_after_reload(tmp_path, name, caplog):
 
 def test_half_precision_weights(tmp_path):
     name = "pvt_v2_mini_cls"
-    argv = ["convert", str(REFERENCE / f"{name}.pth"), str(tmp_path / "repo"), "--official-args", str(REFERENCE / f"{name}.json"), "--dtype", "bf16"]
+    argv = [
+        "convert",
+        str(REFERENCE / f"{name}.pth"),
+        str(tmp_path / "repo"),
+        "--official-args",
+        str(REFERENCE / f"{name}.json"),
+        "--dtype",
+        "bf16",
+    ]
     assert main(argv) == 0
     assert {value.dtype for value in load_file(tmp_path / "repo" / "model.safetensors").values()} == {torch.bfloat16}
 
@@ -115,12 +140,19 @@ def test_convert_all_with_summary(tmp_path, capsys, caplog):
 def test_push_dry_run_and_offline_push(tmp_path, caplog, capsys, monkeypatch):
     caplog.set_level("INFO", logger="pvt_hf")
     name = "pvt_v2_mini_cls"
-    base = ["convert", str(REFERENCE / f"{name}.pth"), "--official-args", str(REFERENCE / f"{name}.json"), "--no-verify"]
+    base = [
+        "convert",
+        str(REFERENCE / f"{name}.pth"),
+        "--official-args",
+        str(REFERENCE / f"{name}.json"),
+        "--no-verify",
+    ]
     assert main([base[0], base[1], str(tmp_path / "a"), *base[2:], "--push-to-hub", "org/pvt-mini", "--dry-run"]) == 0
-    assert (
-        "Would upload to org/pvt-mini: README.md, config.json, configuration_pvt.py, fused_ops.py, image_processing_pvt.py, "
-        "input_channels.py, lean_training.py, model.safetensors, modeling_pvt.py, preprocessor_config.json" in caplog.text
+    written = sorted(path.name for path in (tmp_path / "a").iterdir())  # the dry run lists exactly the folder's files
+    assert {"README.md", "config.json", "model.safetensors", "modeling_pvt.py", "preprocessor_config.json"} <= set(
+        written
     )
+    assert f"Would upload to org/pvt-mini: {', '.join(written)}" in caplog.text
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main([base[0], base[1], str(tmp_path / "b"), *base[2:], "--push-to-hub", "org/pvt-mini"]) == 1
     error = capsys.readouterr().err
@@ -132,7 +164,9 @@ def test_transformers_native_folders_convert(tmp_path):
     from transformers import PvtV2Config, PvtV2ForImageClassification
 
     torch.manual_seed(0)
-    theirs = PvtV2ForImageClassification(PvtV2Config(depths=[1, 2, 1, 1], num_labels=3, id2label={0: "a", 1: "b", 2: "c"})).eval()
+    theirs = PvtV2ForImageClassification(
+        PvtV2Config(depths=[1, 2, 1, 1], num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
+    ).eval()
     theirs.save_pretrained(tmp_path / "theirs")
     assert main(["convert", str(tmp_path / "theirs"), str(tmp_path / "ours")]) == 0
     from transformers import AutoModelForImageClassification
@@ -151,12 +185,17 @@ def test_transformers_native_folders_convert(tmp_path):
 @pytest.mark.parametrize("stem", ["pvt_v2_tiny_timm", "pvt_v2_li_tiny_timm"])
 def test_timm_state_dicts_convert(tmp_path, stem):
     """State dicts saved by timm's `pvt_v2_*` (fixture made with timm 1.0.31) convert and give timm's logits."""
+    from conftest import FIXTURES, relative_error
     from transformers import AutoModelForImageClassification
 
-    from conftest import FIXTURES, relative_error
-
     spec = json.loads((FIXTURES / "timm" / f"{stem}.json").read_text())
-    argv = ["convert", str(FIXTURES / "timm" / f"{stem}.pth"), str(tmp_path / "repo"), "--official-args", json.dumps(spec["official_args"])]
+    argv = [
+        "convert",
+        str(FIXTURES / "timm" / f"{stem}.pth"),
+        str(tmp_path / "repo"),
+        "--official-args",
+        json.dumps(spec["official_args"]),
+    ]
     assert main(argv) == 0
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "repo").eval()
     tensors = load_file(FIXTURES / "timm" / f"{stem}.io.safetensors")

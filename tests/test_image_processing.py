@@ -10,6 +10,7 @@ import ast
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,12 +21,14 @@ import PIL.Image
 import pytest
 import torch
 
+
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 if SRC not in sys.path:  # the project may not be pip-installed when the tests run
     sys.path.insert(0, SRC)
 
 import pvt_hf.image_processing_pvt as ipp  # noqa: E402
 from pvt_hf.image_processing_pvt import PvtImageProcessor  # noqa: E402
+
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -606,7 +609,7 @@ def test_trust_remote_code_load_in_fresh_python_without_pvt_hf(tmp_path):
     expected = proc([im[:300, :450] for im in images], return_tensors="np")["pixel_values"]
     np.save(tmp_path / "expected.npy", expected)
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
     result = subprocess.run(
         [sys.executable, "-c", REMOTE_SCRIPT, str(repo), str(tmp_path / "inputs.npz"), str(tmp_path / "expected.npy")],
@@ -685,6 +688,7 @@ def test_four_channel_images_without_rgb_conversion(tmp_path):
     # converting (the default) composites the alpha channel on white: 3 channels
     assert PvtImageProcessor()(rgba, return_tensors="pt")["pixel_values"].shape == (1, 3, 224, 224)
 
+
 def test_image_files_keep_their_channels_without_rgb_conversion(tmp_path):
     """A grayscale or RGBA file given by path is processed as the same image in memory: its channels are kept."""
     gray = skimage_data.camera()[:300, :451]
@@ -701,7 +705,6 @@ def test_image_files_keep_their_channels_without_rgb_conversion(tmp_path):
     torch.testing.assert_close(from_file, four(rgba, return_tensors="pt")["pixel_values"], rtol=0, atol=0)
     # converting (the default) still reads every file as RGB
     assert PvtImageProcessor()(str(tmp_path / "gray.png"), return_tensors="pt")["pixel_values"].shape[1] == 3
-
 
 
 def test_explicit_none_settings_survive_save_and_load(tmp_path):
@@ -773,9 +776,14 @@ def test_saved_folder_never_loads_transformers_own_pvt_processor(tmp_path):
     answers = {}
     for trust in ("none", "true"):
         result = subprocess.run(
-            [sys.executable, "-c", NO_PVT_HF_SCRIPT, str(folder), trust], cwd=tmp_path, env=env,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [sys.executable, "-c", NO_PVT_HF_SCRIPT, str(folder), trust],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         answers[trust] = result.stdout.strip().splitlines()[-1]
     # without pvt_hf: refused (custom code) instead of transformers' same-named processor, which crops differently
@@ -905,3 +913,51 @@ def test_pil_numpy_and_torch_inputs_agree(make_processor):
     for inputs in (arrays, tensors, [pils[0], arrays[1]], [tensors[0], pils[1]]):
         for got, want in zip(proc(inputs)["pixel_values"], expected):
             np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------------ resource bounds and normalization (issue 25)
+
+
+def test_extremely_wide_images_are_refused_before_resizing(tmp_path):
+    """A 10000x1 file (a hundred bytes) would be resized to 2,560,000 x 256: refused at once, naming the file and the
+    limit, without allocating the output (the check runs before any buffer is made)."""
+    wide = tmp_path / "wide.png"
+    PIL.Image.new("RGB", (10000, 1)).save(wide)
+    assert wide.stat().st_size < 1000
+    proc = PvtImageProcessor()
+    limit = f"{ipp.MAX_OUTPUT_PIXELS:,} pixels"
+    for image in (str(wide), wide, PIL.Image.open(wide)):
+        with pytest.raises(
+            ValueError,
+            match=rf"`images` \({re.escape(str(wide))}\): resizing its 1x10000 .* 256x2560000 pixels .*{limit}",
+        ):
+            proc(image, return_tensors="pt")
+    with pytest.raises(ValueError, match=rf"`images\[1\]`: resizing its 1x100000 .*{limit}"):
+        proc([PIL.Image.new("RGB", (40, 30)), PIL.Image.new("RGB", (100000, 1))], return_tensors="pt")
+    segmentation = PvtImageProcessor.for_semantic_segmentation()  # keep-ratio resizing is bounded by its longest edge
+    assert segmentation(PIL.Image.new("RGB", (100000, 1)), return_tensors="pt")["pixel_values"].shape[-1] == 2048
+
+
+def test_padding_to_the_largest_image_is_bounded():
+    proc = PvtImageProcessor(do_resize=False, do_center_crop=False, do_pad=True)
+    tall, wide = np.zeros((20000, 1, 3), np.uint8), np.zeros((1, 20000, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"`do_pad`: padding the batch .* 20000x20000 pixels would exceed the limit"):
+        proc([tall, wide], return_tensors="np")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"image_std": [0.0, 0.0, 0.0]}, "`image_std` must hold positive, finite numbers"),
+        ({"image_std": [0.2, -0.2, 0.2]}, "`image_std` must hold positive, finite numbers"),
+        ({"image_std": [0.2, float("nan"), 0.2]}, "`image_std` must hold positive, finite numbers"),
+        ({"image_std": [0.2, 0.2]}, "`image_std` has 2 values but the images have 3 channels"),
+        ({"image_mean": [0.5, float("inf"), 0.5]}, "`image_mean` must hold finite numbers"),
+    ],
+)
+def test_normalization_settings_are_checked(settings, message):
+    """At construction, and when given for one call: a zero std gave non-finite pixel values."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PvtImageProcessor(**settings)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PvtImageProcessor()(np.zeros((40, 30, 3), np.uint8), return_tensors="np", **settings)

@@ -8,15 +8,20 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import BLOCK_PVT_HF, VARIANTS, run_python
 from safetensors.torch import load_file
-from transformers import AutoBackbone, AutoModel, AutoModelForImageClassification, AutoModelForSemanticSegmentation, pipeline
+from transformers import (
+    AutoBackbone,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+    pipeline,
+)
 from transformers.models.auto import auto_factory
 
 from pvt_hf import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor, PvtModel
 from pvt_hf.input_channels import adapt_input_conv
 
-from test_modeling import VARIANTS
-from test_remote_code import BLOCK_PVT_HF, run_python
 
 KEY = "pvt.encoder.stages.0.patch_embeddings.projection.weight"
 LOGGER = "pvt_hf.input_channels"
@@ -84,7 +89,9 @@ def test_adapt_input_conv_rules_and_dtype():
     five = adapt_input_conv(weight, 5)
     torch.testing.assert_close(five, torch.cat([weight, weight[:, :2]], dim=1) * 0.6, rtol=1e-6, atol=0)
     half = adapt_input_conv(weight.bfloat16(), 5)  # computed in fp32, returned in the weight's dtype
-    assert half.dtype == torch.bfloat16 and torch.equal(half, adapt_input_conv(weight.bfloat16().float(), 5).bfloat16())
+    assert half.dtype == torch.bfloat16 and torch.equal(
+        half, adapt_input_conv(weight.bfloat16().float(), 5).bfloat16()
+    )
     with pytest.raises(ValueError, match=r"`weight` must be an RGB convolution weight.*\(8, 4, 3, 3\)"):
         adapt_input_conv(torch.zeros(8, 4, 3, 3), 1)
     with pytest.raises(ValueError, match=r"`num_channels` must be a positive integer, got 0\."):
@@ -100,7 +107,9 @@ def test_pytorch_bin_checkpoint_and_loading_dtype(tmp_path, caplog):
     summed = input_weight(rgb).sum(dim=1, keepdim=True)
     assert torch.equal(input_weight(PvtForImageClassification.from_pretrained(tmp_path, num_channels=1)), summed)
     half = PvtForImageClassification.from_pretrained(tmp_path, num_channels=1, dtype=torch.bfloat16)
-    assert half.dtype == torch.bfloat16 and torch.equal(input_weight(half), input_weight(rgb).bfloat16().float().sum(1, keepdim=True).bfloat16())
+    assert half.dtype == torch.bfloat16 and torch.equal(
+        input_weight(half), input_weight(rgb).bfloat16().float().sum(1, keepdim=True).bfloat16()
+    )
     assert adaptation_warnings(caplog) == [warning_text(1)] * 2
 
 
@@ -166,10 +175,17 @@ def test_every_class_and_auto_class_adapts(tmp_path, caplog, monkeypatch):
     rgb_classifier(tmp_path / "seg", model_class=PvtForSemanticSegmentation)
     segmentation = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "seg", num_channels=1)
     assert type(segmentation) is PvtForSemanticSegmentation
-    assert torch.equal(input_weight(segmentation), input_weight(PvtForSemanticSegmentation.from_pretrained(tmp_path / "seg")).sum(1, keepdim=True))
+    assert torch.equal(
+        input_weight(segmentation),
+        input_weight(PvtForSemanticSegmentation.from_pretrained(tmp_path / "seg")).sum(1, keepdim=True),
+    )
     unprefixed = KEY.removeprefix("pvt.")  # PvtModel's keys
     assert adaptation_warnings(caplog) == [
-        warning_text(1), warning_text(1, unprefixed), warning_text(1, unprefixed), warning_text(1, unprefixed), warning_text(1)
+        warning_text(1),
+        warning_text(1, unprefixed),
+        warning_text(1, unprefixed),
+        warning_text(1, unprefixed),
+        warning_text(1),
     ]
 
 
@@ -198,8 +214,15 @@ def test_grayscale_processor_and_pipeline(tmp_path):
     assert pixel_values.shape == (1, 1, 64, 64)
     assert torch.equal(processor(PIL.Image.fromarray(gray), return_tensors="pt")["pixel_values"], pixel_values)
 
-    pipe = pipeline("image-classification", model=str(tmp_path / "cls"), image_processor=processor, model_kwargs={"num_channels": 1})
+    pipe = pipeline(
+        "image-classification",
+        model=str(tmp_path / "cls"),
+        image_processor=processor,
+        model_kwargs={"num_channels": 1},
+    )
     assert pipe.model.config.num_channels == 1
     probabilities = logits(pipe.model, pixel_values).softmax(-1)[0]
     top = pipe(gray, top_k=2)
-    assert [prediction["score"] for prediction in top] == pytest.approx(probabilities.topk(2).values.tolist(), rel=1e-6)
+    assert [prediction["score"] for prediction in top] == pytest.approx(
+        probabilities.topk(2).values.tolist(), rel=1e-6
+    )

@@ -4,17 +4,25 @@ falls back; and how it composes with gradient checkpointing, autocast, torch.com
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torch._dynamo
+import torch.nn.functional as F
+from conftest import VARIANTS
 from torch._dynamo.utils import counters
 
-from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation, PvtModel, lean_training
-from pvt_hf import modeling_pvt, modeling_pvt_segmentation
+from pvt_hf import (
+    PvtBackbone,
+    PvtConfig,
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtModel,
+    lean_training,
+    modeling_pvt,
+    modeling_pvt_segmentation,
+)
 
-from test_modeling import VARIANTS
 
 MODEL_CLASSES = [PvtModel, PvtForImageClassification, PvtBackbone, PvtForSemanticSegmentation]
-DROPOUT = dict(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.1, drop_path_rate=0.3)
+DROPOUT = {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.1, "drop_path_rate": 0.3}
 
 
 def relative(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -33,14 +41,18 @@ def loss_of(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return sum((output * torch.randn(output.shape, generator=generator)).sum() for output in outputs)
 
 
-def gradients(model, pixel_values: torch.Tensor, lean: bool, seed: int = 123) -> dict[str, torch.Tensor]:
+def gradients(
+    model, pixel_values: torch.Tensor, lean: bool, seed: int = 123, input_grad: bool = True
+) -> dict[str, torch.Tensor]:
     model.config.lean_training = lean
     model.zero_grad(set_to_none=True)
-    pixel_values = pixel_values.detach().clone().requires_grad_(True)
+    pixel_values = pixel_values.detach().clone().requires_grad_(input_grad)
     torch.manual_seed(seed)  # the same dropout and drop-path draws for both paths
     loss = loss_of(model, pixel_values)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    if not input_grad:
+        return {"loss": loss.detach(), **grads}
     return {"loss": loss.detach(), "pixel_values": pixel_values.grad, **grads}
 
 
@@ -52,15 +64,15 @@ def assert_same(got: dict, want: dict, tolerance: float = 1e-5) -> None:
 
 @pytest.fixture
 def lean_calls(monkeypatch):
-    """How many layers ran the lean path."""
+    """How many layers ran their MLP branch on the lean path."""
     calls = []
-    original = modeling_pvt.lean_layer_forward
+    original = lean_training.lean_mlp_branch
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(modeling_pvt, "lean_layer_forward", counting)
+    monkeypatch.setattr(lean_training, "lean_mlp_branch", counting)
     return calls
 
 
@@ -282,14 +294,76 @@ def test_peft_lora(lean_calls):
     for targets, expected_lean in ((["query", "key_value"], True), (["fc1", "fc2"], False)):
         torch.manual_seed(0)
         base = PvtForImageClassification(VARIANTS["v2"]())
-        model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=targets, init_lora_weights=False)).train()
+        model = peft.get_peft_model(
+            base, peft.LoraConfig(r=2, target_modules=targets, init_lora_weights=False)
+        ).train()
         pixel_values = torch.randn(2, 3, 64, 64)
         plain = gradients(model, pixel_values, lean=False)
         lean_calls.clear()
         lean = gradients(model, pixel_values, lean=True)
         assert bool(lean_calls) is expected_lean
-        assert {n for n in lean if "lora_" in n} and all("lora_" in n for n in lean if n not in ("loss", "pixel_values"))
+        assert {n for n in lean if "lora_" in n} and all(
+            "lora_" in n for n in lean if n not in ("loss", "pixel_values")
+        )
         assert_same(lean, plain)
+
+
+def test_lora_on_the_attention_only_runs_every_layer_lean(lean_calls):
+    """With LoRA on the attention only, the patch embedding and the input need no gradients: the first layer's input
+    does not either, but its MLP's input (after the attention's adapters) does. Every layer's MLP branch is lean, with
+    the plain path's gradients."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    base = PvtForImageClassification(VARIANTS["v2"]())
+    lora = peft.LoraConfig(r=2, target_modules=["query", "key_value"], init_lora_weights=False)
+    model = peft.get_peft_model(base, lora)
+    model.train()
+    assert not any(p.requires_grad for p in model.base_model.model.pvt.encoder.stages[0].patch_embeddings.parameters())
+    assert_every_layer_lean(model, lean_calls)
+
+
+def assert_every_layer_lean(model, lean_calls) -> None:
+    """On an input that needs no gradient: every layer's MLP branch runs lean with `lean_training=True` (none with
+    False), and the two give the same loss and gradients."""
+    pixel_values = torch.randn(2, 3, 64, 64)
+    lean_calls.clear()
+    plain = gradients(model, pixel_values, lean=False, input_grad=False)
+    assert not lean_calls
+    lean = gradients(model, pixel_values, lean=True, input_grad=False)
+    assert len(lean_calls) == sum(model.config.depths)
+    assert_same(lean, plain)
+
+
+@pytest.fixture
+def single_process_group(tmp_path):
+    """A gloo process group of one process (this one), for FSDP on the CPU."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # FSDP: NO_SHARD for one process; FSDP1 is deprecated
+@pytest.mark.parametrize("use_orig_params", [True, False])
+def test_fsdp1_runs_every_layer_lean(use_orig_params, single_process_group, lean_calls):
+    """FSDP1 wrapping each `PvtLayer` presents the parameters during forward as plain tensor views
+    (`use_orig_params=True`, accelerate's default) or as attributes outside `_parameters` (False): the lean path runs
+    in every layer either way, with the plain path's gradients."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    torch.manual_seed(0)
+    model = PvtForImageClassification(VARIANTS["v2"]()).train()
+    sharded = FullyShardedDataParallel(
+        model,
+        use_orig_params=use_orig_params,
+        auto_wrap_policy=ModuleWrapPolicy({modeling_pvt.PvtLayer}),
+        device_id=torch.device("cpu"),
+    )
+    assert_every_layer_lean(sharded, lean_calls)
 
 
 def test_the_switch_is_saved(tmp_path):
@@ -323,7 +397,9 @@ def test_the_segmentation_loss_equals_the_plain_loss(name, monkeypatch):
     labels[0, :10] = 255
     calls = []
     original = modeling_pvt_segmentation.upsampled_cross_entropy
-    monkeypatch.setattr(modeling_pvt_segmentation, "upsampled_cross_entropy", lambda *args: calls.append(1) or original(*args))
+    monkeypatch.setattr(
+        modeling_pvt_segmentation, "upsampled_cross_entropy", lambda *args: calls.append(1) or original(*args)
+    )
     plain = labelled_gradients(model, pixel_values, labels, lean=False)
     assert not calls
     lean = labelled_gradients(model, pixel_values, labels, lean=True)
@@ -339,7 +415,9 @@ def test_the_segmentation_loss_keeps_no_label_sized_logits():
     saved = {}
     for lean in (False, True):
         sizes = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel() * t.element_size()) or t, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: sizes.append(t.numel() * t.element_size()) or t, lambda t: t
+        ):
             if lean:
                 lean_training.upsampled_cross_entropy(logits, labels, 255)
             else:

@@ -1,4 +1,4 @@
-"""Tests of pvt_hf.metrics (streaming confusion-matrix mean IoU) and of its `evaluate` metric script.
+"""Tests of pvt_hf.tools.metrics (streaming confusion-matrix mean IoU) and of its `evaluate` metric script.
 
 Cross-checks: hand-computed cases, the published example of the Hub's `mean_iou`, an independent per-class numpy
 implementation of the mmseg semantics, and torchmetrics. No timing is asserted here (see benchmarks/bench_metric.py).
@@ -17,7 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pvt_hf.metrics import MeanIoU, confusion_matrix, evaluate_module_path, mean_iou, scores_from_confusion_matrix
+from pvt_hf.tools.metrics import (
+    MeanIoU,
+    confusion_matrix,
+    evaluate_module_path,
+    mean_iou,
+    scores_from_confusion_matrix,
+)
+
 
 SCORE_KEYS = ("mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy")
 
@@ -76,8 +83,12 @@ def assert_scores_close(actual, expected, atol=1e-6):
     assert set(SCORE_KEYS) <= set(actual)
     for key in SCORE_KEYS:
         np.testing.assert_allclose(
-            np.asarray(actual[key], dtype=np.float64), np.asarray(expected[key], dtype=np.float64),
-            atol=atol, rtol=0, equal_nan=True, err_msg=key,
+            np.asarray(actual[key], dtype=np.float64),
+            np.asarray(expected[key], dtype=np.float64),
+            atol=atol,
+            rtol=0,
+            equal_nan=True,
+            err_msg=key,
         )
 
 

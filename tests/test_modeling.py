@@ -2,31 +2,10 @@
 
 import pytest
 import torch
+from conftest import VARIANTS, tiny_config
 from transformers import AutoBackbone, AutoModel, AutoModelForImageClassification
 
-from pvt_hf import PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation, PvtModel
-
-
-def tiny_config(version=2, **overrides):
-    settings = dict(
-        version=version,
-        hidden_sizes=[16, 32, 48, 64],
-        num_attention_heads=[1, 2, 3, 4],
-        depths=[1, 2, 1, 1],
-        mlp_ratios=[2, 2, 2, 2],
-        num_labels=5,
-        neck_hidden_size=16,
-        decoder_hidden_size=8,
-    )
-    settings.update(overrides)
-    return PvtConfig(**settings)
-
-
-VARIANTS = {
-    "v1": lambda **kw: tiny_config(1, **kw),
-    "v2": lambda **kw: tiny_config(2, **kw),
-    "v2-linear": lambda **kw: tiny_config(2, linear_attention=True, **kw),
-}
+from pvt_hf import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation, PvtModel
 
 
 @pytest.fixture(params=list(VARIANTS))
@@ -215,7 +194,12 @@ def test_random_inputs_run_or_fail_clearly():
     }
     for _ in range(40):
         (version, head), model = rng.choice(list(models.items()))
-        shape = [rng.choice([0, 1, 2]), rng.choice([1, 3, 4]), rng.choice([0, 7, 31, 32, 65]), rng.choice([16, 40, 64])]
+        shape = [
+            rng.choice([0, 1, 2]),
+            rng.choice([1, 3, 4]),
+            rng.choice([0, 7, 31, 32, 65]),
+            rng.choice([16, 40, 64]),
+        ]
         if rng.random() < 0.15:
             shape = shape[1:]
         pixel_values = torch.randn(*shape).to(rng.choice([torch.float32, torch.float64, torch.bfloat16]))

@@ -1,5 +1,6 @@
 """ONNX export: dynamic batch/height/width, onnxruntime against PyTorch, the `pvt-hf export-onnx` command."""
 
+import importlib.util
 import os
 import stat
 import subprocess
@@ -8,17 +9,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import pvt_hf_script, tiny_config
 
 from pvt_hf import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation, PvtModel
 from pvt_hf_cli import main
 
-from test_modeling import tiny_config
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from pvt_hf.io_utils import OutputExistsError, atomic_output_file  # noqa: E402
-from pvt_hf.onnx_export import _TensorOutputs, export_onnx  # noqa: E402
+from pvt_hf.tools.io_utils import OutputExistsError, atomic_output_file  # noqa: E402
+from pvt_hf.tools.onnx_export import _TensorOutputs, export_onnx  # noqa: E402
+
 
 # (batch, height, width): square, non-square, not multiples of 32 (nor of 4), several batch sizes
 SIZES = [(2, 224, 224), (1, 97, 131), (3, 160, 96), (1, 250, 70)]
@@ -86,7 +88,8 @@ def test_failed_verification_leaves_no_file_and_keeps_the_old_one(tmp_path):
     with pytest.raises(OutputExistsError, match="already exists"):  # without force: refused before any work
         export_onnx(PvtForImageClassification(tiny_config(2)), path, verify=False)
     with pytest.raises(ValueError, match="disagrees with PyTorch"):
-        export_onnx(PvtForImageClassification(tiny_config(2)), path, tolerance=-1.0, force=True)
+        # a tolerance no real export meets (onnxruntime's kernels are not PyTorch's)
+        export_onnx(PvtForImageClassification(tiny_config(2)), path, tolerance=1e-300, force=True)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
@@ -141,7 +144,9 @@ def test_cli_refuses_a_file_another_process_is_writing(tmp_path, capsys):
         error = capsys.readouterr().err.strip()
         assert error.startswith("pvt-hf export-onnx: error:") and len(error.splitlines()) == 1
         assert "being written by another process" in error and ".model.onnx.lock" in error
-        assert sorted(p.name for p in output.parent.iterdir()) == sorted([".model.onnx.lock", staging.name])  # wrote nothing
+        assert sorted(p.name for p in output.parent.iterdir()) == sorted(
+            [".model.onnx.lock", staging.name]
+        )  # wrote nothing
         # --force does not override a lock: the other run's file is not replaced under it
         assert main(["export-onnx", str(folder), str(output), "--no-verify", "--force"]) == 1
         assert "being written by another process" in capsys.readouterr().err
@@ -152,7 +157,11 @@ def test_cli_refuses_a_file_another_process_is_writing(tmp_path, capsys):
 def test_cli_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsys):
     folder, output = _saved_tiny_model(tmp_path), tmp_path / "model.onnx"
     # The pid of a process that has exited, as a killed export's would be.
-    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    dead_pid = int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     stale = tmp_path / f".model.onnx.incomplete-{dead_pid}-ab12"
     stale.write_bytes(b"half an ONNX file")
     live_owner = tmp_path / f".model.onnx.incomplete-{os.getpid()}-cd34"  # a running process's: not ours to remove
@@ -161,7 +170,9 @@ def test_cli_removes_what_a_killed_run_left_and_nothing_else(tmp_path, capsys):
     other_target.write_bytes(b"other")
 
     assert main(["export-onnx", str(folder), str(output), "--no-verify"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live_owner.name, other_target.name, "model", "model.onnx"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live_owner.name, other_target.name, "model", "model.onnx"]
+    )
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     assert [node.name for node in session.get_outputs()] == ["logits"]
 
@@ -188,3 +199,60 @@ def test_atomic_output_file_keeps_the_old_file_on_failure_and_uses_the_umask(tmp
         os.umask(old_umask)
     assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.bin"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input, named before any work (issue 25)
+
+
+def pvt_hf(*argv, timeout=300):
+    """The installed console script, as a user runs it, in a fresh process."""
+    return subprocess.run(
+        [pvt_hf_script(), *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "0", "nan", "inf", "tiny"])
+def test_cli_rejects_tolerances_that_accept_nothing_or_everything(tmp_path, tolerance):
+    result = pvt_hf("export-onnx", "pvt-v2-b0", tmp_path / "m.onnx", "--tolerance", tolerance)
+    assert result.returncode == 2 and "argument --tolerance: expected a positive" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tolerance", [-1.0, 0.0, float("nan")])
+def test_library_rejects_bad_tolerances_before_exporting(tmp_path, tolerance):
+    with pytest.raises(ValueError, match=r"tolerance \(--tolerance\) must be a positive, finite"):
+        export_onnx(PvtForImageClassification(tiny_config(2)), tmp_path / "m.onnx", tolerance=tolerance)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is not None, reason="onnxscript is installed")
+def test_dynamo_exporter_without_onnxscript_says_what_to_install(tmp_path, capsys):
+    folder = _saved_tiny_model(tmp_path)
+    capsys.readouterr()
+    assert main(["export-onnx", str(folder), str(tmp_path / "m.onnx"), "--exporter", "dynamo"]) == 1
+    error = capsys.readouterr().err
+    assert (
+        "--exporter dynamo" in error and "needs the onnxscript package" in error and "pip install onnxscript" in error
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_unwritable_output_fails_before_the_work_naming_it(tmp_path):
+    """Not on the lock file's name, and not after loading the model: the user's OUT.onnx, at once."""
+    (tmp_path / "a-file").write_text("x")
+    output = tmp_path / "a-file" / "m.onnx"
+    result = pvt_hf("export-onnx", "pvt-v2-b0", output, "--no-verify")
+    assert result.returncode == 1, result.stderr
+    assert f"OUT.onnx {output}: {tmp_path / 'a-file'} is not a folder" in result.stderr, result.stderr
+    assert "random weights" not in result.stderr  # the model was not loaded
+    if os.geteuid() != 0:  # root writes into read-only folders
+        readonly = tmp_path / "readonly"
+        readonly.mkdir(mode=0o555)
+        result = pvt_hf("export-onnx", "pvt-v2-b0", readonly / "m.onnx", "--no-verify")
+        assert f"OUT.onnx {readonly / 'm.onnx'}: cannot create files in {readonly}" in result.stderr, result.stderr
+        assert ".lock" not in result.stderr and list(readonly.iterdir()) == []

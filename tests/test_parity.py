@@ -2,10 +2,17 @@
 
 import pytest
 import torch
-from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSemanticSegmentation
+from conftest import CLASSIFICATION_CASES, SEGMENTATION_CASES, reference_case, relative_error
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+)
 
 import pvt_hf
-from conftest import CLASSIFICATION_CASES, SEGMENTATION_CASES, reference_case, relative_error
+
 
 ATTENTION = ["sdpa", "eager"]
 # fp32 CPU inference runs the fused kernels by default; `fused_cpu_kernels=False` the plain modules (training, GPUs,

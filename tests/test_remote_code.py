@@ -1,18 +1,14 @@
 """Loading converted folders the way users do: trust_remote_code without pvt-hf installed, and Hub ids from the
 Hugging Face cache offline."""
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from conftest import BLOCK_PVT_HF, REFERENCE, make_hub_cache, run_python
 
-from conftest import REFERENCE
-
-BLOCK_PVT_HF = "import sys; sys.modules['pvt_hf'] = None  # any `import pvt_hf` now fails\n"
 
 CHECK_OUTPUTS = """
 import json, torch, transformers
@@ -31,25 +27,24 @@ print(json.dumps({{"worst": worst, "class": type(model).__name__}}))
 """
 
 
-def run_python(code: str, env: dict | None = None, cwd=None) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def check_script(name, source, auto_class, kwargs, module_prefix, block=False):
     code = CHECK_OUTPUTS.format(
-        spec=str(REFERENCE / f"{name}.json"), io=str(REFERENCE / f"{name}.io.safetensors"), auto_class=auto_class,
-        source=source, kwargs=kwargs, module_prefix=module_prefix,
-    )  # fmt: skip
+        spec=str(REFERENCE / f"{name}.json"),
+        io=str(REFERENCE / f"{name}.io.safetensors"),
+        auto_class=auto_class,
+        source=source,
+        kwargs=kwargs,
+        module_prefix=module_prefix,
+    )
     return (BLOCK_PVT_HF if block else "import pvt_hf\n") + textwrap.dedent(code)
 
 
 @pytest.mark.parametrize(
     "name, auto_class",
-    [("pvt_v1_mini_cls", "AutoModelForImageClassification"), ("pvt_v2_li_mini_seg", "AutoModelForSemanticSegmentation")],
+    [
+        ("pvt_v1_mini_cls", "AutoModelForImageClassification"),
+        ("pvt_v2_li_mini_seg", "AutoModelForSemanticSegmentation"),
+    ],
 )
 def test_trust_remote_code_without_pvt_hf(name, auto_class, converted, tmp_path):
     folder = converted(name)
@@ -61,14 +56,6 @@ def test_trust_remote_code_without_pvt_hf(name, auto_class, converted, tmp_path)
     assert result["worst"] <= bound
 
 
-def make_hub_cache(cache, repo_id, folder, commit="0123456789abcdef0123456789abcdef01234567"):
-    """The layout huggingface_hub downloads into: models--org--name/{refs/main, snapshots/<commit>/...}."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(folder, repo / "snapshots" / commit)
-
-
 def test_hub_id_resolves_from_the_cache_offline(converted, tmp_path):
     cache = tmp_path / "hub"
     make_hub_cache(cache, "pvt-hf/pvt-v2-mini", converted("pvt_v2_mini_cls"))
@@ -78,9 +65,13 @@ def test_hub_id_resolves_from_the_cache_offline(converted, tmp_path):
     )
     assert run_python(with_package, env=env, cwd=tmp_path)["worst"] <= 1e-6
     remote = check_script(
-        "pvt_v2_mini_cls", "pvt-hf/pvt-v2-mini", "AutoModelForImageClassification", {"trust_remote_code": True},
-        "transformers_modules", block=True,
-    )  # fmt: skip
+        "pvt_v2_mini_cls",
+        "pvt-hf/pvt-v2-mini",
+        "AutoModelForImageClassification",
+        {"trust_remote_code": True},
+        "transformers_modules",
+        block=True,
+    )
     assert run_python(remote, env=env, cwd=tmp_path)["worst"] <= 1e-6
     # a Hub id that is not in the cache fails with transformers' own offline message
     missing = "import pvt_hf, transformers\ntransformers.AutoModel.from_pretrained('pvt-hf/not-there')"
@@ -102,7 +93,9 @@ def test_pipeline_with_trust_remote_code_without_pvt_hf(converted, tmp_path):
     folder, image = converted("pvt_v2_mini_cls"), str(tmp_path / "coffee.png")
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     remote = run_python(BLOCK_PVT_HF + answer.format(folder=folder, image=image, remote=True), env=env, cwd=tmp_path)
-    local = run_python("import pvt_hf\n" + answer.format(folder=folder, image=image, remote=False), env=env, cwd=tmp_path)
+    local = run_python(
+        "import pvt_hf\n" + answer.format(folder=folder, image=image, remote=False), env=env, cwd=tmp_path
+    )
     assert remote["module"].startswith("transformers_modules") and local["module"] == "pvt_hf.image_processing_pvt"
     assert [p["label"] for p in remote["top"]] == [p["label"] for p in local["top"]]
     assert [p["score"] for p in remote["top"]] == pytest.approx([p["score"] for p in local["top"]], rel=1e-6)

@@ -6,12 +6,11 @@ import accelerate
 import peft
 import pytest
 import torch
+from conftest import VARIANTS, relative_error
 from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSemanticSegmentation
 
 from pvt_hf import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation
 
-from conftest import relative_error
-from test_modeling import VARIANTS
 
 TASKS = {
     "classification": (PvtForImageClassification, AutoModelForImageClassification),
@@ -117,7 +116,10 @@ def test_peft_lora_trains_and_merges(variant):
     torch.manual_seed(0)
     model = PvtForImageClassification(VARIANTS[variant]())
     lora = peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["query", "key_value", "output", "fc1", "fc2"], modules_to_save=["classifier"]
+        r=4,
+        lora_alpha=8,
+        target_modules=["query", "key_value", "output", "fc1", "fc2"],
+        modules_to_save=["classifier"],
     )
     wrapped = peft.get_peft_model(model, lora).train()
     trainable = [parameter for parameter in wrapped.parameters() if parameter.requires_grad]

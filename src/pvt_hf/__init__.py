@@ -11,14 +11,18 @@ from transformers import (
     AutoModelForSemanticSegmentation,
 )
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
-from .composites import composite_config, load_pretrained_backbone, pvt_backbone_config
 from .configuration_pvt import PRESETS, PvtConfig
-from .flops import count_flops
 from .image_processing_pvt import PvtHfImageProcessor, PvtImageProcessor
-from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel, match_gradient_layout
+from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
 from .modeling_pvt_segmentation import PvtForSemanticSegmentation
+from .tools.composites import composite_config, load_pretrained_backbone, pvt_backbone_config
+from .tools.flops import count_flops
+from .tools.sharding import fully_shard_pvt
+from .tools.training_utils import match_gradient_layout
+
 
 __version__ = "0.1.0"
 
@@ -51,6 +55,9 @@ def _register() -> None:
     # `image_processing_pvt.PvtHfVideoProcessor` from the image processor's auto_map and prompts for trust_remote_code).
     # (`AutoVideoProcessor.register` itself demands torchvision, hence the mapping.)
     VIDEO_PROCESSOR_MAPPING.register(PvtConfig, {"torchvision": None}, exist_ok=True)
+    # The image-segmentation pipeline checks models against transformers' name lists only (not the registered
+    # classes) and would log our segmentation model as "not supported" although it runs it.
+    MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(PvtConfig.model_type, PvtForSemanticSegmentation.__name__)
     PvtImageProcessor.register_for_auto_class("AutoImageProcessor")
     # `save_pretrained` then copies the modeling code and writes `auto_map`, for `trust_remote_code=True`.
     PvtConfig.register_for_auto_class()
@@ -72,6 +79,7 @@ __all__ = [
     "PvtPreTrainedModel",
     "composite_config",
     "count_flops",
+    "fully_shard_pvt",
     "load_pretrained_backbone",
     "match_gradient_layout",
     "pvt_backbone_config",

@@ -4,30 +4,127 @@
 from __future__ import annotations
 
 import copy
+import math
 
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
+
 # The released architectures, keyed by preset name. Values are the official constructors' settings
 # (whai362/PVT `classification/pvt.py` and `classification/pvt_v2.py`).
-_V1_STAGE_SETTINGS = {"hidden_sizes": [64, 128, 320, 512], "num_attention_heads": [1, 2, 5, 8], "mlp_ratios": [8, 8, 4, 4]}
+_V1_STAGE_SETTINGS = {
+    "hidden_sizes": [64, 128, 320, 512],
+    "num_attention_heads": [1, 2, 5, 8],
+    "mlp_ratios": [8, 8, 4, 4],
+}
 _V2_STAGE_SETTINGS = {"num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1]}
 PRESETS: dict[str, dict] = {
     "pvt-tiny": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [2, 2, 2, 2]},
     "pvt-small": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [3, 4, 6, 3]},
     "pvt-medium": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [3, 4, 18, 3]},
     "pvt-large": {"version": 1, **_V1_STAGE_SETTINGS, "depths": [3, 8, 27, 3]},
-    "pvt-v2-b0": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [32, 64, 160, 256], "mlp_ratios": [8, 8, 4, 4], "depths": [2, 2, 2, 2]},
-    "pvt-v2-b1": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [2, 2, 2, 2]},
-    "pvt-v2-b2": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 4, 6, 3]},
-    "pvt-v2-b2-linear": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 4, 6, 3], "linear_attention": True},
-    "pvt-v2-b3": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 4, 18, 3]},
-    "pvt-v2-b4": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [8, 8, 4, 4], "depths": [3, 8, 27, 3]},
-    "pvt-v2-b5": {"version": 2, **_V2_STAGE_SETTINGS, "hidden_sizes": [64, 128, 320, 512], "mlp_ratios": [4, 4, 4, 4], "depths": [3, 6, 40, 3]},
+    "pvt-v2-b0": {
+        "version": 2,
+        **_V2_STAGE_SETTINGS,
+        "hidden_sizes": [32, 64, 160, 256],
+        "mlp_ratios": [8, 8, 4, 4],
+        "depths": [2, 2, 2, 2],
+    },
+    "pvt-v2-b1": {
+        "version": 2,
+        **_V2_STAGE_SETTINGS,
+        "hidden_sizes": [64, 128, 320, 512],
+        "mlp_ratios": [8, 8, 4, 4],
+        "depths": [2, 2, 2, 2],
+    },
+    "pvt-v2-b2": {
+        "version": 2,
+        **_V2_STAGE_SETTINGS,
+        "hidden_sizes": [64, 128, 320, 512],
+        "mlp_ratios": [8, 8, 4, 4],
+        "depths": [3, 4, 6, 3],
+    },
+    "pvt-v2-b2-linear": {
+        "version": 2,
+        **_V2_STAGE_SETTINGS,
+        "hidden_sizes": [64, 128, 320, 512],
+        "mlp_ratios": [8, 8, 4, 4],
+        "depths": [3, 4, 6, 3],
+        "linear_attention": True,
+    },
+    "pvt-v2-b3": {
+        "version": 2,
+        **_V2_STAGE_SETTINGS,
+        "hidden_sizes": [64, 128, 320, 512],
+        "mlp_ratios": [8, 8, 4, 4],
+        "depths": [3, 4, 18, 3],
+    },
+    "pvt-v2-b4": {
+        "version": 2,
+        **_V2_STAGE_SETTINGS,
+        "hidden_sizes": [64, 128, 320, 512],
+        "mlp_ratios": [8, 8, 4, 4],
+        "depths": [3, 8, 27, 3],
+    },
+    "pvt-v2-b5": {
+        "version": 2,
+        **_V2_STAGE_SETTINGS,
+        "hidden_sizes": [64, 128, 320, 512],
+        "mlp_ratios": [4, 4, 4, 4],
+        "depths": [3, 6, 40, 3],
+    },
 }
 
-_PER_STAGE_FIELDS = ("hidden_sizes", "num_attention_heads", "mlp_ratios", "depths", "sr_ratios", "patch_sizes", "strides")
+_PER_STAGE_FIELDS = (
+    "hidden_sizes",
+    "num_attention_heads",
+    "mlp_ratios",
+    "depths",
+    "sr_ratios",
+    "patch_sizes",
+    "strides",
+)
+
+# Largest accepted value of each size setting (per stage for the lists). Generous for every released and plausible
+# PVT (the largest released: width 512, depth 40, MLP ratio 8, reduction 8, patch 7, 1000 classes), they stop absurd
+# values (depths of 1e9, widths of 2**40) from hanging or exhausting memory before a clear error.
+LIMITS: dict[str, int] = {
+    "hidden_sizes": 16384,
+    "num_attention_heads": 16384,
+    "mlp_ratios": 64,
+    "depths": 1024,
+    "sr_ratios": 64,
+    "patch_sizes": 64,
+    "strides": 64,
+    "num_stages": 8,
+    "num_channels": 1024,
+    "image_size": 8192,
+    "linear_pool_size": 256,
+    "neck_hidden_size": 16384,
+    "decoder_hidden_size": 16384,
+    "num_labels": 100_000,  # ImageNet-21k has 21,841
+}
+
+
+def out_of_range(name: str, value) -> str | None:
+    """Why `value` (a number, or a per-stage list) is not a valid `name` of `PvtConfig` by range alone, or None: the
+    check `PvtConfig` makes, also for callers that name the setting otherwise (`--official-args`)."""
+    per_stage = isinstance(value, (list, tuple))
+    values = value if per_stage else [value]
+    if name == "mlp_ratios":
+        kind, bounds = "numbers", f"(0, {LIMITS[name]}]"
+        valid = all(
+            isinstance(item, (int, float)) and math.isfinite(item) and 0 < item <= LIMITS[name] for item in values
+        )
+    else:
+        minimum = 0 if name == "num_labels" else 1
+        kind, bounds = "integers", f"[{minimum}, {LIMITS[name]:,}]"
+        valid = all(isinstance(item, int) and minimum <= item <= LIMITS[name] for item in values)
+    if valid and not any(isinstance(item, bool) for item in values):
+        return None
+    expected = f"hold {kind} in {bounds}, one per stage" if per_stage else f"be an {kind[:-1]} in {bounds}"
+    return f"must {expected}, got {value!r}"
 
 
 class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
@@ -65,6 +162,9 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
             scores the logits in bands of rows instead of at the labels' size (`pvt_hf/lean_training.py`): about a
             quarter to a half of the activation memory of a training step, same gradients. `False` runs the plain
             modules.
+
+    Every size setting (and `num_labels`) has an upper bound, `LIMITS` in this module, far above any released or
+    plausible PVT: an absurd value is a `ValueError` naming the setting, not a hang or an exhausted memory.
     """
 
     model_type = "pvt_hf"
@@ -109,9 +209,6 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         for name in _PER_STAGE_FIELDS:
             setattr(self, name, list(getattr(self, name)))
         self._validate_architecture()
-        num_labels = kwargs.get("num_labels")
-        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0):
-            raise ValueError(f"`num_labels` must be an integer >= 0, got {num_labels!r}.")
         self.stage_names = [f"stage{index}" for index in range(1, self.num_stages + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
@@ -122,6 +219,18 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
     def num_stages(self) -> int:
         return len(self.depths)
 
+    @property
+    def num_labels(self) -> int | None:
+        return super().num_labels
+
+    @num_labels.setter
+    def num_labels(self, num_labels: int) -> None:
+        # checked before transformers builds `id2label` with one entry per label
+        problem = out_of_range("num_labels", num_labels)
+        if problem is not None:
+            raise ValueError(f"`num_labels` {problem}.")
+        PreTrainedConfig.num_labels.fset(self, num_labels)
+
     def _validate_architecture(self) -> None:
         for name in _PER_STAGE_FIELDS:
             values = getattr(self, name)
@@ -130,12 +239,18 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                 expected = "numbers" if name == "mlp_ratios" else "integers"
                 raise ValueError(f"`{name}` must hold positive {expected}, one per stage, got {values}.")
         lengths = {name: len(getattr(self, name)) for name in _PER_STAGE_FIELDS}
-        if len(set(lengths.values())) != 1 or self.num_stages == 0:
-            raise ValueError(f"The per-stage lists must all have one entry per stage (same length), got lengths {lengths}.")
+        if len(set(lengths.values())) != 1 or not 0 < self.num_stages <= LIMITS["num_stages"]:
+            raise ValueError(
+                f"The per-stage lists must all have one entry per stage (same length, 1 to {LIMITS['num_stages']} "
+                f"stages), got lengths {lengths}."
+            )
         for name in _PER_STAGE_FIELDS:
             values = getattr(self, name)
             if any(not value > 0 for value in values):
                 raise ValueError(f"`{name}` must hold positive values, got {values}.")
+            problem = out_of_range(name, values)
+            if problem is not None:
+                raise ValueError(f"`{name}` {problem}.")
         for stage, (hidden_size, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads), start=1):
             if hidden_size % heads:
                 raise ValueError(
@@ -155,6 +270,8 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            if value > LIMITS[name]:
+                raise ValueError(f"`{name}` must be at most {LIMITS[name]:,}, got {value!r}.")
         for name in ("layer_norm_eps", "patch_embedding_layer_norm_eps", "spatial_reduction_layer_norm_eps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
@@ -172,7 +289,12 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
                 )
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
             raise ValueError(f"`hidden_act` must name an activation of transformers' ACT2FN, got {self.hidden_act!r}.")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "classifier_dropout_prob"):
+        for name in (
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "drop_path_rate",
+            "classifier_dropout_prob",
+        ):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must lie in [0, 1), got {getattr(self, name)}.")
 
@@ -184,4 +306,4 @@ class PvtConfig(BackboneConfigMixin, PreTrainedConfig):
         return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
 
 
-__all__ = ["PvtConfig", "PRESETS"]
+__all__ = ["LIMITS", "PvtConfig", "PRESETS"]

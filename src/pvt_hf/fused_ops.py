@@ -2,8 +2,9 @@
 inside.
 
 Plain `nn.Linear` on CPU first broadcasts the bias into its fresh output, and GELU and the residual adds are passes of
-their own over (B, N, 8C) activations: together ~40% of an eager pvt-v2-b2 forward on two cores. oneDNN's
-`mkldnn._linear_pointwise` / `_convolution_pointwise` do all of it in one call. They have no autograd.
+their own over (B, N, 8C) activations: together ~40% of an eager pvt-v2-b2 forward on two cores. oneDNN's fused
+pointwise GEMM and convolution (`layer_paths.onednn_linear` / `onednn_linear_add` / `onednn_conv`) do all of it in one
+call. They have no autograd.
 
 The model's code stays plain; this module attaches at one place, `PvtStage.forward`, which runs a layer through
 `fused_layer_forward` where `fused_forward_applies` says that is exact and safe: fp32 CPU inference with nothing asking for gradients, no
@@ -26,65 +27,32 @@ import inspect
 
 import torch
 from torch import nn
-from transformers.activations import GELUActivation
 from transformers.utils import logging
 
-logger = logging.get_logger(__name__)
+from .layer_paths import (
+    ONEDNN_AVAILABLE,
+    PLAIN_PARAMETER_TYPES,
+    is_same_size_depthwise_conv,
+    map_to_tokens,
+    onednn_activation,
+    onednn_conv,
+    onednn_linear,
+    onednn_linear_add,
+    runs_class_forward,
+    tokens_to_map,
+)
 
-AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+logger = logging.get_logger(__name__)
 
 # Largest block of MLP hidden activations the fused path materialises at once (see `_mlp`).
 MLP_CHUNK_BYTES = 16 << 20
 
 
-def _token_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, C) -> a channels-last (B, C, H, W) view (as the model's `tokens_to_map`)."""
-    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
-
-
-def onednn_activation(activation: nn.Module | None) -> tuple[str, str] | None:
-    """oneDNN's (attr, algorithm) for an activation module, None where it has no exact equivalent."""
-    if activation is None:
-        return "none", ""
-    if type(activation) is nn.ReLU:
-        return "relu", ""
-    if type(activation) is nn.GELU:
-        return "gelu", activation.approximate
-    if type(activation) is GELUActivation and activation.act is torch.nn.functional.gelu:
-        return "gelu", "none"
-    return None
-
-
 # ----------------------------------------------------------------------------------------------- the kernels
 
-
-def _linear(
-    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str, algorithm: str
-) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(input, weight, bias, attr, [], algorithm)
-
-
-def _linear_add(
-    input: torch.Tensor, other: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise.binary(input, other, weight, bias, "add")
-
-
-def _conv(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    padding: list[int],
-    stride: list[int],
-    groups: int,
-    attr: str,
-    algorithm: str,
-) -> torch.Tensor:
-    output = torch.ops.mkldnn._convolution_pointwise(
-        input, weight, bias, padding, stride, [1, 1], groups, attr, [], algorithm
-    )
-    # The fake kernel promises channels-last (what oneDNN returns for the channels-last token views).
-    return output.contiguous(memory_format=torch.channels_last)
+# Registered as custom ops (below) as they are: `layer_paths`' oneDNN calls.
+_linear, _linear_add, _conv = onednn_linear, onednn_linear_add, onednn_conv
 
 
 def _mlp(
@@ -122,20 +90,20 @@ def _mlp(
             return _linear_add(hidden, residual[:, start:end], fc2_weight, fc2_bias)
         # fc1 on `halo` more rows above and below (where the image has them): the conv's neighbourhood
         top, bottom = max(start - halo, 0), min(end + halo, num_units)
-        hidden = _linear(hidden_states[:, top * width : bottom * width], fc1_weight, fc1_bias, fc1_activation, fc1_algorithm)
-        hidden = torch.ops.mkldnn._convolution_pointwise(
-            _token_map(hidden, bottom - top, width),
+        hidden = _linear(
+            hidden_states[:, top * width : bottom * width], fc1_weight, fc1_bias, fc1_activation, fc1_algorithm
+        )
+        hidden = onednn_conv(
+            tokens_to_map(hidden, bottom - top, width),
             conv_weight,
             conv_bias,
             [halo, halo],
             [1, 1],
-            [1, 1],
             conv_weight.shape[0],
             conv_activation,
-            [],
             conv_algorithm,
         )
-        hidden = hidden[:, :, start - top : end - top].flatten(2).transpose(1, 2)
+        hidden = map_to_tokens(hidden[:, :, start - top : end - top])
         return _linear_add(hidden, residual[:, start * width : end * width], fc2_weight, fc2_bias)
 
     if images >= batch_size and band >= num_units:
@@ -150,11 +118,13 @@ def _mlp(
 
 
 def _namespace() -> str:
-    """`pvt_hf_<hash of the kernels' source>`: copies of this module with other kernels register ops of their own."""
+    """`pvt_hf_<hash of the kernels' source>`: copies of this module with other kernels register ops of their own.
+    The source covers the kernels here and the helpers they call in `layer_paths`."""
+    kernels = (_linear, _linear_add, _conv, _mlp, tokens_to_map, map_to_tokens)
     try:
-        source = "".join(inspect.getsource(kernel) for kernel in (_linear, _linear_add, _conv, _mlp))
+        source = "".join(inspect.getsource(kernel) for kernel in kernels)
     except (OSError, TypeError):  # no source files (a frozen or compiled install): fall back to this module's bytes
-        source = repr([kernel.__code__.co_code for kernel in (_linear, _linear_add, _conv, _mlp)])
+        source = repr([kernel.__code__.co_code for kernel in kernels])
     return "pvt_hf_" + hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
@@ -206,22 +176,15 @@ def _kernel(name: str):
 # ------------------------------------------------------------------------------------------- where they apply
 
 
-def _plain_module(module: nn.Module, requires_grad: bool) -> bool:
-    """Whether `module` runs its class's own forward on real fp32 CPU parameters: no accelerate hook or instance-level
-    `forward` (offloading, device maps), no forward hook (a user's or a library's; transformers' output-capturing hooks
-    aside, which record from modules the fused path still calls), no parameter on another device, of another dtype or
-    type (meta, offloaded, bf16, quantized), none wanting gradients."""
-    attributes = module.__dict__
-    if "_hf_hook" in attributes or "forward" in attributes or module._forward_pre_hooks:
-        return False
-    if module._forward_hooks and any(
-        getattr(hook, "__name__", "") != "output_capturing_hook" for hook in module._forward_hooks.values()
-    ):
+def _plain_fp32_cpu_module(module: nn.Module, requires_grad: bool) -> bool:
+    """Whether `module` runs its class's own forward (`layer_paths.runs_class_forward`) on plain fp32 CPU parameters:
+    none on another device, of another dtype or type (meta, offloaded, bf16, quantized), none wanting gradients."""
+    if not runs_class_forward(module):
         return False
     for parameter in module._parameters.values():
         if parameter is None:
             continue
-        if type(parameter) is not nn.Parameter or not parameter.is_cpu or parameter.dtype != torch.float32:
+        if type(parameter) not in PLAIN_PARAMETER_TYPES or not parameter.is_cpu or parameter.dtype != torch.float32:
             return False
         if requires_grad and parameter.requires_grad:
             return False
@@ -229,7 +192,15 @@ def _plain_module(module: nn.Module, requires_grad: bool) -> bool:
 
 
 def _fusable_conv(conv: nn.Conv2d | None) -> bool:
-    return conv is None or (type(conv) is nn.Conv2d and isinstance(conv.padding, tuple) and conv.dilation == (1, 1))
+    """The spatial reduction's conv as `onednn_conv` runs it: numeric zero padding, no dilation."""
+    if conv is None:
+        return True
+    return (
+        type(conv) is nn.Conv2d
+        and isinstance(conv.padding, tuple)
+        and conv.dilation == (1, 1)
+        and conv.padding_mode == "zeros"
+    )
 
 
 def _mlp_activations(mlp: nn.Module) -> tuple[tuple[str, str], tuple[str, str]] | None:
@@ -239,17 +210,13 @@ def _mlp_activations(mlp: nn.Module) -> tuple[tuple[str, str], tuple[str, str]] 
     fc1_activation, conv_activation = onednn_activation(mlp.relu), onednn_activation(mlp.activation)
     if fc1_activation is None or conv_activation is None:
         return None
-    conv = mlp.depthwise_conv
-    square_same_padding = conv.kernel_size[0] == conv.kernel_size[1] and conv.padding == (conv.kernel_size[0] // 2,) * 2
-    if not (square_same_padding and conv.stride == (1, 1) and conv.groups == conv.in_channels == conv.out_channels):
-        return None
     return fc1_activation, conv_activation
 
 
 def fused_forward_applies(layer: nn.Module, hidden_states: torch.Tensor) -> bool:
     """Whether the fused kernels may run this `PvtLayer` on these tokens, exactly as its plain modules would."""
     attention, mlp = layer.attention, layer.mlp
-    if not (AVAILABLE and getattr(attention.config, "fused_cpu_kernels", True)) or layer.training:
+    if not (ONEDNN_AVAILABLE and getattr(attention.config, "fused_cpu_kernels", True)) or layer.training:
         return False
     if torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
@@ -261,11 +228,14 @@ def fused_forward_applies(layer: nn.Module, hidden_states: torch.Tensor) -> bool
     linears = (attention.query, attention.key_value, attention.output, mlp.fc1, mlp.fc2)
     if any(type(linear) is not nn.Linear for linear in linears):
         return False
-    if not (_fusable_conv(attention.spatial_reduction) and _fusable_conv(mlp.depthwise_conv)):
+    if not _fusable_conv(attention.spatial_reduction):
+        return False
+    conv = mlp.depthwise_conv
+    if conv is not None and not (type(conv) is nn.Conv2d and is_same_size_depthwise_conv(conv)):
         return False
     if _mlp_activations(mlp) is None:
         return False
-    return all(_plain_module(module, requires_grad) for module in layer.modules())
+    return all(_plain_fp32_cpu_module(module, requires_grad) for module in layer.modules())
 
 
 # ------------------------------------------------------------------------------------------------ the fused layer
@@ -298,14 +268,14 @@ def _fused_layer(layer: nn.Module, hidden_states: torch.Tensor, height: int, wid
     else:
         query = _kernel("linear_pointwise")(normed, attention.query.weight, attention.query.bias, "none", "")
         query = query.view(batch_size, num_tokens, heads, head_dim).transpose(1, 2)
-        reduced = _token_map(normed, height, width)
+        reduced = tokens_to_map(normed, height, width)
         if attention.pool is not None:
             reduced = attention.pool_tokens(reduced)
         conv = attention.spatial_reduction
         reduced = _kernel("convolution_pointwise")(
             reduced, conv.weight, conv.bias, list(conv.padding), list(conv.stride), conv.groups, "none", ""
         )
-        key_value_states = attention.layer_norm(reduced.flatten(2).transpose(1, 2))
+        key_value_states = attention.layer_norm(map_to_tokens(reduced))
         if attention.activation is not None:
             key_value_states = attention.activation(key_value_states)
         key_value = _kernel("linear_pointwise")(

@@ -42,6 +42,11 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = 255  # label of padding, and of ADE20K's "other" class after `do_reduce_labels`
+# Largest image, in pixels, that an input may be resized, cropped or padded to: Pillow's decompression-bomb bound
+# (`PIL.Image.MAX_IMAGE_PIXELS`, about 1 GiB of float32 RGB output) applied to what the processor makes, so that a tiny
+# but extremely wide file (10000 x 1 pixels, short side resized to 256: 2,560,000 x 256) fails at once with a clear
+# error instead of allocating gigabytes. Raise it (or set None, no bound) for larger outputs, as Pillow's.
+MAX_OUTPUT_PIXELS = 89_478_485
 RESAMPLE_BY_NAME = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
@@ -125,6 +130,8 @@ class PvtHfImageProcessor(PilBackend):
         if kwargs.get("size") is not None and "crop_pct" not in kwargs:
             kwargs["crop_pct"] = None  # an explicit size switches the crop_pct rule off
         super().__init__(**kwargs)
+        # checked now, not at the first image: a zero std would give non-finite pixel values
+        _check_normalization(self.image_mean, self.image_std, 3 if self.do_convert_rgb else None)
 
     @classmethod
     def for_semantic_segmentation(cls, **kwargs) -> "PvtHfImageProcessor":
@@ -157,7 +164,9 @@ class PvtHfImageProcessor(PilBackend):
         kwargs = super()._standardize_kwargs(**kwargs)
         if isinstance(resample, str):
             if resample.lower() not in RESAMPLE_BY_NAME:
-                raise ValueError(f"`resample` must be a Pillow filter or one of {list(RESAMPLE_BY_NAME)}: {resample!r}")
+                raise ValueError(
+                    f"`resample` must be a Pillow filter or one of {list(RESAMPLE_BY_NAME)}: {resample!r}"
+                )
             resample = RESAMPLE_BY_NAME[resample.lower()]
         elif resample is not None:
             resample = int(resample)
@@ -197,10 +206,11 @@ class PvtHfImageProcessor(PilBackend):
         data_format = kwargs.pop("data_format", None)
         if data_format is not None and ChannelDimension(data_format) != ChannelDimension.FIRST:
             raise ValueError(f"`data_format` must be 'channels_first', got {data_format!r}.")
+        named_images = _flatten(images, "images", image_ndim=3)
         images = [
-            self.process_image(image, do_convert_rgb, input_data_format, name=name)
-            for name, image in _flatten(images, "images", image_ndim=3)
+            self.process_image(image, do_convert_rgb, input_data_format, name=name) for name, image in named_images
         ]
+        kwargs["image_names"] = [_name_with_file(name, image) for name, image in named_images]
         if segmentation_maps is not None:
             named_maps = _flatten(segmentation_maps, "segmentation_maps", image_ndim=2, batch_size=len(images))
             if len(named_maps) != len(images):
@@ -265,13 +275,19 @@ class PvtHfImageProcessor(PilBackend):
         do_reduce_labels: bool,
         do_pad: bool,
         return_tensors: str | None,
+        image_names: list[str] | None = None,
         **kwargs,
     ) -> BatchFeature:
         resized_sizes, crops, output_sizes = [], [], []
-        for image in images:
+        for index, image in enumerate(images):
             height, width = _height_width(image)
             resized = _resized_size(height, width, size, size_divisor) if do_resize else (height, width)
             crop_h, crop_w = (crop_size.height, crop_size.width) if do_center_crop else resized
+            name = image_names[index] if image_names else f"`images[{index}]`"
+            if do_resize:
+                _check_output_pixels(resized, f"{name}: resizing its {height}x{width} (HxW) pixels to")
+            if do_center_crop:
+                _check_output_pixels((crop_h, crop_w), f"{name}: `crop_size`")
             resized_sizes.append(resized)
             crops.append(tuple(zip(_center_crop_slices(resized[0], crop_h), _center_crop_slices(resized[1], crop_w))))
             output_sizes.append((_channel_count(image), crop_h, crop_w))
@@ -283,6 +299,8 @@ class PvtHfImageProcessor(PilBackend):
             )
         stacked = same_shape or do_pad
         batch_shape = tuple(max(sizes) for sizes in zip(*output_sizes))
+        if do_pad:
+            _check_output_pixels(batch_shape[1:], "`do_pad`: padding the batch to its largest height and width,")
         if stacked:  # each image is written straight into the batch; `do_pad` padding stays 0 (labels: 255)
             pixel_values = (np.empty if same_shape else np.zeros)((len(images), *batch_shape), dtype=np.float32)
             outputs = [pixel_values[i, :c, :h, :w] for i, (c, h, w) in enumerate(output_sizes)]
@@ -306,7 +324,9 @@ class PvtHfImageProcessor(PilBackend):
             window = outputs[i][(slice(None), *placed)]
             if window.shape[1:] != (height, width):  # torchvision's crop pads with black, before the normalization
                 outputs[i][...] = shift
-            np.multiply(_resize(image, resized, resample)[kept].transpose(2, 0, 1), scale, out=window, casting="unsafe")
+            np.multiply(
+                _resize(image, resized, resample)[kept].transpose(2, 0, 1), scale, out=window, casting="unsafe"
+            )
             window += shift
             if segmentation_maps is not None:
                 label_map = _resize_label_map(segmentation_maps[i], resized)[kept]
@@ -381,6 +401,47 @@ def _describe(x) -> str:
     return f"an object of type {type(x).__name__}"
 
 
+def _name_with_file(name: str, image) -> str:
+    """How errors name an input: "`images[0]`", with its file where it came from one."""
+    if isinstance(image, (str, os.PathLike)):
+        return f"`{name}` ({os.fspath(image)})"
+    filename = getattr(image, "filename", "") if isinstance(image, PIL.Image.Image) else ""
+    return f"`{name}` ({filename})" if filename else f"`{name}`"
+
+
+def _check_output_pixels(size: tuple[int, int], what: str) -> None:
+    """Refuse, before allocating it, an output image larger than `MAX_OUTPUT_PIXELS`."""
+    height, width = size
+    if MAX_OUTPUT_PIXELS is not None and height * width > MAX_OUTPUT_PIXELS:
+        raise ValueError(
+            f"{what} {height}x{width} pixels would exceed the limit of {MAX_OUTPUT_PIXELS:,} pixels "
+            "(`image_processing_pvt.MAX_OUTPUT_PIXELS`, Pillow's decompression-bomb bound): an image this elongated "
+            "cannot be resized as the model's transform asks. Crop it first, or raise the limit."
+        )
+
+
+def _check_normalization(image_mean, image_std, channels: int | None) -> None:
+    """`image_mean` finite and `image_std` positive and finite, with 1 value or one per channel (when known)."""
+    for key, values in (("image_mean", image_mean), ("image_std", image_std)):
+        try:
+            array = np.asarray(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`{key}` must be a number or a list of numbers, one per channel, got {values!r}."
+            ) from None
+        if key == "image_std" and not (np.isfinite(array) & (array > 0)).all():
+            raise ValueError(
+                f"`image_std` must hold positive, finite numbers (it divides the pixels), got {values!r}."
+            )
+        if not np.isfinite(array).all():
+            raise ValueError(f"`{key}` must hold finite numbers, got {values!r}.")
+        if array.size == 0 or (channels is not None and array.size not in (1, channels)):
+            raise ValueError(
+                f"`{key}` has {array.size} values but the images have {channels} channels: give one value per "
+                "channel (or one for all)."
+            )
+
+
 def _flatten(inputs, name: str, image_ndim: int, batch_size: int | None = None) -> list[tuple[str, object]]:
     """(Nested) lists and batched arrays as a flat list of `(name, item)`, e.g. `("images[1]", array)`.
 
@@ -399,8 +460,10 @@ def _flatten(inputs, name: str, image_ndim: int, batch_size: int | None = None) 
                 raise ValueError(f"`{label}`: expected images (PIL, numpy or torch), got a list of numbers.")
             for i, item in enumerate(x):
                 visit(item, f"{label}[{i}]")
-        elif isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == image_ndim + 1 and (
-            image_ndim == 3 or (x.shape[-1] != 1 and x.shape[0] == batch_size)
+        elif (
+            isinstance(x, (np.ndarray, torch.Tensor))
+            and x.ndim == image_ndim + 1
+            and (image_ndim == 3 or (x.shape[-1] != 1 and x.shape[0] == batch_size))
         ):
             if x.shape[0] == 0:
                 raise ValueError(f"`{label}`: expected at least one image, got an empty batch {_describe(x)}.")
@@ -432,7 +495,9 @@ def _channels_last(array: np.ndarray, input_data_format, channels_first_if_ambig
     if array.ndim == 2:
         return array[..., None]
     if array.ndim != 3:
-        raise ValueError(f"`{name}`: expected a 2-D (H, W) or 3-D (H, W, C) / (C, H, W) image, got {_describe(array)}.")
+        raise ValueError(
+            f"`{name}`: expected a 2-D (H, W) or 3-D (H, W, C) / (C, H, W) image, got {_describe(array)}."
+        )
     first, last = array.shape[0] in (1, 3, 4), array.shape[-1] in (1, 3, 4)
     if input_data_format is not None:
         first = ChannelDimension(input_data_format) == ChannelDimension.FIRST
@@ -491,7 +556,9 @@ def _label_map(label_map, name: str) -> np.ndarray:
         label_map = label_map[0] if label_map.shape[0] == 1 else label_map[..., 0]
     if label_map.ndim != 2 or 0 in label_map.shape:
         raise ValueError(f"`{name}`: expected a non-empty 2-D (H, W) label map, got {_describe(label_map)}.")
-    if label_map.dtype.kind not in "biuf" or (label_map.dtype.kind == "f" and (label_map != np.round(label_map)).any()):
+    if label_map.dtype.kind not in "biuf" or (
+        label_map.dtype.kind == "f" and (label_map != np.round(label_map)).any()
+    ):
         raise ValueError(f"`{name}`: expected integer class ids, got {_describe(label_map)}.")
     return label_map.astype(np.int32)
 
@@ -565,11 +632,9 @@ def _rescale_normalize_affine(channels, do_rescale, rescale_factor, do_normalize
     factor = rescale_factor if do_rescale else 1.0
     mean, std = np.zeros(channels), np.ones(channels)
     if do_normalize:
-        for key, values in (("image_mean", image_mean), ("image_std", image_std)):
-            values = np.asarray(values, dtype=np.float64).reshape(-1)
-            if len(values) not in (1, channels):
-                raise ValueError(f"`{key}` has {len(values)} values but the images have {channels} channels.")
-            (mean if key == "image_mean" else std)[:] = values
+        _check_normalization(image_mean, image_std, channels)
+        mean[:] = np.asarray(image_mean, dtype=np.float64).reshape(-1)
+        std[:] = np.asarray(image_std, dtype=np.float64).reshape(-1)
     scale, shift = factor / std, -mean / std
     return scale.astype(np.float32)[:, None, None], shift.astype(np.float32)[:, None, None]
 

@@ -16,12 +16,14 @@ kernels (fp32 CPU eager), the forward runs them: bias and GELU inside the GEMM a
 backward's recomputation runs the forward's kernels on the same rows, so it gives the forward's values.
 
 The model's code stays plain; this module attaches at one place, `PvtLayer.forward`, wherever
-`lean_training_applies`: something needs gradients, the branch's modules are plain `nn.LayerNorm` / `nn.Linear` /
-`nn.Conv2d` modules (not PEFT-wrapped, quantized or hooked) and its activations have a known derivative. Everything
-else runs the plain modules. Gradient checkpointing recomputes this function like any other op (keeping fc1's
-output in checkpointed layers, see `_checkpointed`); autocast is honoured with the dtypes autocast gives
-the plain modules (the LayerNorm as autocast runs it on the device, the GEMMs and convs in the autocast dtype); the
-inner dropout's mask is regenerated in backward from the random state saved in forward, so it is the forward's mask.
+`lean_training_applies`: gradients are recorded, the branch's modules are plain `nn.LayerNorm` / `nn.Linear` /
+`nn.Conv2d` modules (not PEFT-wrapped, quantized or hooked; FSDP1's plain tensor views of its parameters are fine) and
+its activations have a known derivative. The MLP branch then runs lean where it needs gradients: decided on its real
+input, after the attention and any adapters on it. Everything else runs the plain modules. Gradient checkpointing
+recomputes this function like any other op (keeping fc1's output in checkpointed layers, see `_checkpointed`);
+autocast is honoured with the dtypes autocast gives the plain modules (the LayerNorm as autocast runs it on the
+device, the GEMMs and convs in the autocast dtype); the inner dropout's mask is regenerated in backward from the
+random state saved in forward, so it is the forward's mask.
 
 The Semantic FPN loss (`upsampled_cross_entropy`, at one place in `PvtForSemanticSegmentation.forward`) upsamples
 the stride-4 logits to the labels' size and scores them in bands of rows, in forward and again in backward, instead of
@@ -34,48 +36,27 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import GELUActivation
+
+from .layer_paths import (
+    ONEDNN_AVAILABLE,
+    Activation,
+    is_same_size_depthwise_conv,
+    known_activation,
+    map_to_tokens,
+    onednn_conv,
+    onednn_linear,
+    plain_module,
+    saved_tensors_hooks_active,
+    tokens_to_map,
+)
+
 
 aten = torch.ops.aten
-ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-@dataclass(frozen=True)
-class Activation:
-    """An activation with a known derivative: 'gelu' (approximate 'none' or 'tanh'), 'relu' or 'silu'."""
-
-    kind: str
-    approximate: str = "none"
-
-    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.kind == "gelu":
-            return F.gelu(tensor, approximate=self.approximate)
-        return F.relu(tensor) if self.kind == "relu" else F.silu(tensor)
-
-    def backward_(self, grad: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
-        """The gradient with respect to the activation's input, written over `grad` (for 'relu', the activation's
-        output works as `input` as well)."""
-        if self.kind == "gelu":
-            return aten.gelu_backward.grad_input(grad, input, approximate=self.approximate, grad_input=grad)
-        if self.kind == "relu":
-            return aten.threshold_backward.grad_input(grad, input, 0, grad_input=grad)
-        return aten.silu_backward.grad_input(grad, input, grad_input=grad)
-
-
-def known_activation(module: nn.Module | None) -> Activation | None:
-    if type(module) is nn.GELU:
-        return Activation("gelu", module.approximate)
-    if type(module) is GELUActivation and module.act is F.gelu:
-        return Activation("gelu")
-    if type(module) is nn.ReLU:
-        return Activation("relu")
-    if type(module) is nn.SiLU:
-        return Activation("silu")
-    return None
 
 
 @dataclass(frozen=True)
@@ -96,58 +77,72 @@ class BranchSpec:
 # ------------------------------------------------------------------------------------------------- where it applies
 
 
-def _plain(module: nn.Module, kind: type) -> bool:
-    """A module of exactly `kind` that runs its class's forward (no hooks, no accelerate hook, no instance forward) on
-    ordinary parameters (not tensor subclasses such as quantized or offloaded weights)."""
-    if type(module) is not kind:
-        return False
-    attributes = module.__dict__
-    if "_hf_hook" in attributes or "forward" in attributes or module._forward_pre_hooks or module._forward_hooks:
-        return False
-    return all(type(parameter) is nn.Parameter for parameter in module._parameters.values() if parameter is not None)
-
-
 def lean_training_applies(layer: nn.Module, hidden_states: torch.Tensor) -> bool:
-    """Whether `LeanConvFFN` may run this `PvtLayer`'s MLP branch on these tokens, exactly as its plain modules would."""
+    """Whether this `PvtLayer` runs `lean_layer_forward` on these tokens: gradients are being recorded and
+    `LeanConvFFN` would run its MLP branch exactly as its plain modules do. Whether the branch then needs gradients at
+    all is decided there, on the MLP's real input."""
     mlp = layer.mlp
     if not torch.is_grad_enabled() or not getattr(layer.attention.config, "lean_training", True):
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+    if (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_exporting()
+        or torch.onnx.is_in_onnx_export()
+    ):
         return False
     if type(hidden_states) is not torch.Tensor or not hidden_states.is_floating_point():
         return False
-    parameters = [p for module in (layer.layer_norm_2, mlp.fc1, mlp.fc2, mlp.depthwise_conv) if module is not None for p in module.parameters()]
-    if not (hidden_states.requires_grad or any(parameter.requires_grad for parameter in parameters)):
+    if any(parameter.device != hidden_states.device for parameter in _mlp_branch_parameters(layer)):
         return False
-    if any(parameter.device != hidden_states.device for parameter in parameters):
+    if not (
+        plain_module(layer.layer_norm_2, nn.LayerNorm)
+        and plain_module(mlp.fc1, nn.Linear)
+        and plain_module(mlp.fc2, nn.Linear)
+    ):
         return False
-    if not (_plain(layer.layer_norm_2, nn.LayerNorm) and _plain(mlp.fc1, nn.Linear) and _plain(mlp.fc2, nn.Linear)):
-        return False
-    if layer.layer_norm_2.weight is None or layer.layer_norm_2.bias is None or mlp.fc1.bias is None or mlp.fc2.bias is None:
+    if (
+        layer.layer_norm_2.weight is None
+        or layer.layer_norm_2.bias is None
+        or mlp.fc1.bias is None
+        or mlp.fc2.bias is None
+    ):
         return False
     if known_activation(mlp.activation) is None or (mlp.relu is not None and type(mlp.relu) is not nn.ReLU):
         return False
     if mlp.dropout.p > 0 and mlp.training and torch.compiler.is_compiling():
         return False  # the inner dropout's replay reads the random state, which compiled graphs do not expose
     conv = mlp.depthwise_conv
-    if conv is not None:
-        if not _plain(conv, nn.Conv2d) or conv.bias is None:
-            return False
-        same = conv.kernel_size[0] == conv.kernel_size[1] and conv.padding == (conv.kernel_size[0] // 2,) * 2
-        if not (same and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == conv.in_channels == conv.out_channels):
-            return False
+    if conv is not None and not (
+        plain_module(conv, nn.Conv2d) and conv.bias is not None and is_same_size_depthwise_conv(conv)
+    ):
+        return False
     return True
 
 
-def lean_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, height: int, width: int, **kwargs) -> torch.Tensor:
+def lean_layer_forward(
+    layer: nn.Module, hidden_states: torch.Tensor, height: int, width: int, **kwargs
+) -> torch.Tensor:
     """`PvtLayer.forward` on the memory-lean path: the attention branch keeps the first LayerNorm's input instead of
-    its output (`_LayerNormOutputRecomputed`), the MLP branch runs as `LeanConvFFN`."""
+    its output (`_LayerNormOutputRecomputed`), the MLP branch runs as `LeanConvFFN` wherever it needs gradients."""
     normed = layer.layer_norm_1(hidden_states)
     with _LayerNormOutputRecomputed.where_it_applies(layer.layer_norm_1, hidden_states, normed):
         attention_output, _ = layer.attention(normed, height, width, **kwargs)
     del normed
     hidden_states = hidden_states + layer.drop_path(attention_output)
-    return hidden_states + layer.drop_path(_lean_mlp_branch(layer, hidden_states, height, width))
+    # decided on the MLP's real input: after the attention (and any adapters on it), which may need gradients where
+    # the layer's input does not
+    if hidden_states.requires_grad or any(parameter.requires_grad for parameter in _mlp_branch_parameters(layer)):
+        mlp_output = lean_mlp_branch(layer, hidden_states, height, width)
+    else:
+        mlp_output = layer.mlp(layer.layer_norm_2(hidden_states), height, width)
+    return hidden_states + layer.drop_path(mlp_output)
+
+
+def _mlp_branch_parameters(layer: nn.Module) -> list[torch.Tensor]:
+    mlp = layer.mlp
+    modules = (layer.layer_norm_2, mlp.fc1, mlp.fc2, mlp.depthwise_conv)
+    return [parameter for module in modules if module is not None for parameter in module.parameters()]
 
 
 class _LayerNormOutputRecomputed(torch.autograd.graph.saved_tensors_hooks):
@@ -183,9 +178,9 @@ class _LayerNormOutputRecomputed(torch.autograd.graph.saved_tensors_hooks):
     def where_it_applies(cls, norm: nn.Module, hidden_states: torch.Tensor, normed: torch.Tensor):
         applies = (
             normed.requires_grad
-            and _plain(norm, nn.LayerNorm)
+            and plain_module(norm, nn.LayerNorm)
             and not torch.compiler.is_compiling()
-            and torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+            and not saved_tensors_hooks_active()
         )
         return cls(norm, hidden_states, normed) if applies else contextlib.nullcontext()
 
@@ -217,7 +212,7 @@ def _checkpointed(layer: nn.Module) -> bool:
     return bool(getattr(layer, "gradient_checkpointing", False)) and layer.training
 
 
-def _lean_mlp_branch(layer: nn.Module, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def lean_mlp_branch(layer: nn.Module, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """`layer.mlp(layer.layer_norm_2(hidden_states), height, width)` through `LeanConvFFN`."""
     mlp, norm, conv = layer.mlp, layer.layer_norm_2, layer.mlp.depthwise_conv
     spec = BranchSpec(
@@ -233,9 +228,17 @@ def _lean_mlp_branch(layer: nn.Module, hidden_states: torch.Tensor, height: int,
     )
     conv_weight, conv_bias = (None, None) if conv is None else (conv.weight, conv.bias)
     output = LeanConvFFN.apply(
-        hidden_states, spec, norm.weight, norm.bias, mlp.fc1.weight, mlp.fc1.bias, conv_weight, conv_bias,
-        mlp.fc2.weight, mlp.fc2.bias,
-    )  # fmt: skip
+        hidden_states,
+        spec,
+        norm.weight,
+        norm.bias,
+        mlp.fc1.weight,
+        mlp.fc1.bias,
+        conv_weight,
+        conv_bias,
+        mlp.fc2.weight,
+        mlp.fc2.bias,
+    )
     return mlp.dropout(output)
 
 
@@ -244,15 +247,6 @@ def _lean_mlp_branch(layer: nn.Module, hidden_states: torch.Tensor, height: int,
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-
-
-def _to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, C) tokens -> their channels-last (B, C, H, W) view (as the model's `tokens_to_map`)."""
-    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
-
-
-def _to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
-    return feature_map.flatten(2).transpose(1, 2)
 
 
 def _random_state(device: torch.device):
@@ -278,7 +272,7 @@ def _dropout_scale(shape: torch.Size, like: torch.Tensor, probability: float) ->
 
 def _onednn_eligible(tensor: torch.Tensor, *weights: torch.Tensor) -> bool:
     return (
-        ONEDNN
+        ONEDNN_AVAILABLE
         and tensor.device.type == "cpu"
         and tensor.dtype == torch.float32
         and all(weight.dtype == torch.float32 for weight in weights)
@@ -321,35 +315,44 @@ def _activated(hidden: torch.Tensor, spec: BranchSpec, conv_weight, conv_bias, f
     """act(dwconv(hidden)) in forward: one oneDNN conv with the activation inside where it applies."""
     if not spec.depthwise:
         return spec.activation.forward(hidden)
-    feature_map = _to_map(hidden, spec.height, spec.width)
+    feature_map = tokens_to_map(hidden, spec.height, spec.width)
     if fused and spec.activation.kind == "gelu":
-        activated = torch.ops.mkldnn._convolution_pointwise(
-            feature_map, conv_weight, conv_bias, [spec.padding] * 2, [1, 1], [1, 1], conv_weight.shape[0],
-            "gelu", [], spec.activation.approximate,
-        )  # fmt: skip
-        return _to_tokens(activated)
+        activated = onednn_conv(
+            feature_map,
+            conv_weight,
+            conv_bias,
+            [spec.padding] * 2,
+            [1, 1],
+            conv_weight.shape[0],
+            "gelu",
+            spec.activation.approximate,
+        )
+        return map_to_tokens(activated)
     return spec.activation.forward(_convolved(hidden, spec, conv_weight, conv_bias))
 
 
 def _fc1(normed: torch.Tensor, weight, bias, spec: BranchSpec, fused: bool) -> torch.Tensor:
     """fc1 [-> ReLU], as the forward runs it (oneDNN's GEMM where `fused`)."""
     if fused:
-        return torch.ops.mkldnn._linear_pointwise(normed, weight, bias, "none", [], "")
+        return onednn_linear(normed, weight, bias, "none", "")
     hidden = F.linear(normed, weight, bias)
     return F.relu(hidden) if spec.fc1_relu else hidden
 
 
 def _convolved(hidden: torch.Tensor, spec: BranchSpec, conv_weight, conv_bias) -> torch.Tensor:
-    feature_map = _to_map(hidden, spec.height, spec.width)
-    return _to_tokens(F.conv2d(feature_map, conv_weight, conv_bias, padding=spec.padding, groups=conv_weight.shape[0]))
+    feature_map = tokens_to_map(hidden, spec.height, spec.width)
+    return map_to_tokens(
+        F.conv2d(feature_map, conv_weight, conv_bias, padding=spec.padding, groups=conv_weight.shape[0])
+    )
 
 
-def _linear_backward(grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, needs: tuple[bool, bool, bool]):
-    """Gradients of `F.linear(input, weight, bias)` for (input, weight, bias), None where not needed."""
+def _linear_backward(grad: torch.Tensor, input, weight, *, of_input=False, of_weight=False, of_bias=False):
+    """Gradients of `F.linear(input, weight, bias)` for (input, weight, bias), None where not asked for (`input` is
+    needed only `of_weight`, `weight` only `of_input`)."""
     grad_2d = grad.reshape(-1, grad.shape[-1])
-    grad_input = (grad_2d @ weight).view(*grad.shape[:-1], weight.shape[1]) if needs[0] else None
-    grad_weight = grad_2d.t() @ input.reshape(-1, input.shape[-1]) if needs[1] else None
-    grad_bias = grad_2d.sum(0) if needs[2] else None
+    grad_input = (grad_2d @ weight).view(*grad.shape[:-1], weight.shape[1]) if of_input else None
+    grad_weight = grad_2d.t() @ input.reshape(-1, input.shape[-1]) if of_weight else None
+    grad_bias = grad_2d.sum(0) if of_bias else None
     return grad_input, grad_weight, grad_bias
 
 
@@ -357,12 +360,39 @@ def _cast(grad: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor 
     return None if grad is None else grad.to(like.dtype)
 
 
+class BranchInputs(NamedTuple):
+    """`LeanConvFFN.apply`'s inputs by name, in order: what `ctx.needs_input_grad` flags and backward returns."""
+
+    hidden_states: object
+    spec: object
+    norm_weight: object
+    norm_bias: object
+    fc1_weight: object
+    fc1_bias: object
+    conv_weight: object
+    conv_bias: object
+    fc2_weight: object
+    fc2_bias: object
+
+
 class LeanConvFFN(torch.autograd.Function):
     """`fc2(dropout(act(dwconv(fc1_act(fc1(LayerNorm(x)))))))`, saving x, the LayerNorm's statistics and, unless
     `spec.recompute_fc1`, the fc1 output (see the module's docstring)."""
 
     @staticmethod
-    def forward(ctx, hidden_states, spec: BranchSpec, norm_weight, norm_bias, fc1_weight, fc1_bias, conv_weight, conv_bias, fc2_weight, fc2_bias):
+    def forward(
+        ctx,
+        hidden_states,
+        spec: BranchSpec,
+        norm_weight,
+        norm_bias,
+        fc1_weight,
+        fc1_bias,
+        conv_weight,
+        conv_bias,
+        fc2_weight,
+        fc2_bias,
+    ):
         device_type = hidden_states.device.type
         compute_dtype = _autocast_dtype(device_type)
         norm_in_fp32 = compute_dtype is not None and _autocast_runs_layer_norm_in_fp32(device_type, compute_dtype)
@@ -371,7 +401,8 @@ class LeanConvFFN(torch.autograd.Function):
                 hidden_states, norm_weight, norm_bias, spec.eps, norm_in_fp32, compute_dtype
             )
             fc1_w, fc1_b, conv_w, conv_b, fc2_w, fc2_b = (
-                None if w is None else w.to(dtype) for w in (fc1_weight, fc1_bias, conv_weight, conv_bias, fc2_weight, fc2_bias)
+                None if w is None else w.to(dtype)
+                for w in (fc1_weight, fc1_bias, conv_weight, conv_bias, fc2_weight, fc2_bias)
             )
             # oneDNN's GEMMs round differently from aten's: not before a ReLU, whose kink would turn a rounding
             # difference into a different gradient
@@ -383,47 +414,84 @@ class LeanConvFFN(torch.autograd.Function):
             if spec.dropout > 0:
                 activated = activated * _dropout_scale(activated.shape, activated, spec.dropout)
             if fused:
-                output = torch.ops.mkldnn._linear_pointwise(activated, fc2_w, fc2_b, "none", [], "")
+                output = onednn_linear(activated, fc2_w, fc2_b, "none", "")
             else:
                 output = F.linear(activated, fc2_w, fc2_b)
-        ctx.spec, ctx.compute_dtype, ctx.norm_in_fp32, ctx.normed_dtype = spec, compute_dtype, norm_in_fp32, normed_dtype
+        ctx.spec, ctx.compute_dtype, ctx.norm_in_fp32, ctx.normed_dtype = (
+            spec,
+            compute_dtype,
+            norm_in_fp32,
+            normed_dtype,
+        )
         ctx.fused, ctx.hidden_shape = fused, hidden.shape
         ctx.save_for_backward(
-            hidden_states, None if spec.recompute_fc1 else hidden, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, conv_weight, conv_bias, fc2_weight
+            hidden_states,
+            None if spec.recompute_fc1 else hidden,
+            mean,
+            rstd,
+            norm_weight,
+            norm_bias,
+            fc1_weight,
+            fc1_bias,
+            conv_weight,
+            conv_bias,
+            fc2_weight,
         )
         return output
 
     @staticmethod
     def backward(ctx, grad_output):
         spec = ctx.spec
-        (hidden_states, hidden, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, conv_weight, conv_bias,
-         fc2_weight) = ctx.saved_tensors  # fmt: skip
-        needs = ctx.needs_input_grad
+        (
+            hidden_states,
+            hidden,
+            mean,
+            rstd,
+            norm_weight,
+            norm_bias,
+            fc1_weight,
+            fc1_bias,
+            conv_weight,
+            conv_bias,
+            fc2_weight,
+        ) = ctx.saved_tensors
+        needs = BranchInputs(*ctx.needs_input_grad)
         with torch.autocast(hidden_states.device.type, enabled=False):
-            normed = _layer_norm(hidden_states, norm_weight, norm_bias, spec.eps, ctx.norm_in_fp32, ctx.compute_dtype)[0]
+            normed = _layer_norm(hidden_states, norm_weight, norm_bias, spec.eps, ctx.norm_in_fp32, ctx.compute_dtype)[
+                0
+            ]
             dtype = normed.dtype
             weights = {
-                "fc1": fc1_weight.to(dtype), "fc2": fc2_weight.to(dtype),
+                "fc1": fc1_weight.to(dtype),
+                "fc2": fc2_weight.to(dtype),
                 "conv": None if conv_weight is None else conv_weight.to(dtype),
                 "conv_bias": None if conv_bias is None else conv_bias.to(dtype),
-            }  # fmt: skip
+            }
             grad_output = grad_output.to(dtype)
             scale = None
             if spec.dropout > 0:  # the forward's mask, from the random state it was drawn from
                 with _replayed_random_state(ctx.random_state, hidden_states.device):
                     scale = _dropout_scale(ctx.hidden_shape, normed, spec.dropout)
             fc1_bias_c = None if fc1_bias is None else fc1_bias.to(dtype)
-            needs_normed = needs[0] or needs[2] or needs[3]
+            needs_normed = needs.hidden_states or needs.norm_weight or needs.norm_bias
             grad_normed = torch.empty_like(normed) if needs_normed else None
             weight_grads: dict[str, torch.Tensor] = {}
             batch_size = ctx.hidden_shape[0]
             for rows in _backward_chunks(ctx.hidden_shape, normed):
                 # the recomputed fc1 output is the forward's: the same kernel on the same rows
-                chunk_hidden = _fc1(normed[rows], weights["fc1"], fc1_bias_c, spec, ctx.fused) if hidden is None else hidden[rows]
+                chunk_hidden = (
+                    _fc1(normed[rows], weights["fc1"], fc1_bias_c, spec, ctx.fused) if hidden is None else hidden[rows]
+                )
                 chunk_grads = _mlp_backward(
-                    spec, grad_output[rows], chunk_hidden, normed[rows], None if scale is None else scale[rows],
-                    weights, None if grad_normed is None else grad_normed[rows], needs,
-                )  # fmt: skip
+                    spec,
+                    grad_output[rows],
+                    chunk_hidden,
+                    normed[rows],
+                    None if scale is None else scale[rows],
+                    weights,
+                    None if grad_normed is None else grad_normed[rows],
+                    needs,
+                )
                 for name, grad in chunk_grads.items():
                     if name in weight_grads:
                         weight_grads[name].add_(grad)
@@ -435,14 +503,30 @@ class LeanConvFFN(torch.autograd.Function):
             if needs_normed:
                 operands = _layer_norm_operands(hidden_states, norm_weight, norm_bias, ctx.norm_in_fp32)
                 grad_input, grad_norm_w, grad_norm_b = aten.native_layer_norm_backward(
-                    grad_normed.to(ctx.normed_dtype), operands[0], [hidden_states.shape[-1]], mean, rstd, operands[1],
-                    operands[2], [needs[0], needs[2], needs[3]],
-                )  # fmt: skip
-        grads = [weight_grads.get(name) for name in ("fc1", "fc1_bias", "conv", "conv_bias", "fc2", "fc2_bias")]
-        return (
-            _cast(grad_input, hidden_states), None, _cast(grad_norm_w, norm_weight), _cast(grad_norm_b, norm_bias),
-            *(_cast(grad, like) for grad, like in zip(grads, (fc1_weight, fc1_bias, conv_weight, conv_bias, fc2_weight, fc2_weight))),
-        )  # fmt: skip
+                    grad_normed.to(ctx.normed_dtype),
+                    operands[0],
+                    [hidden_states.shape[-1]],
+                    mean,
+                    rstd,
+                    operands[1],
+                    operands[2],
+                    [needs.hidden_states, needs.norm_weight, needs.norm_bias],
+                )
+        return tuple(
+            BranchInputs(
+                hidden_states=_cast(grad_input, hidden_states),
+                spec=None,
+                norm_weight=_cast(grad_norm_w, norm_weight),
+                norm_bias=_cast(grad_norm_b, norm_bias),
+                fc1_weight=_cast(weight_grads.get("fc1"), fc1_weight),
+                fc1_bias=_cast(weight_grads.get("fc1_bias"), fc1_bias),
+                conv_weight=_cast(weight_grads.get("conv"), conv_weight),
+                conv_bias=_cast(weight_grads.get("conv_bias"), conv_bias),
+                fc2_weight=_cast(weight_grads.get("fc2"), fc2_weight),
+                # (the bias is not saved: it has the weight's dtype)
+                fc2_bias=_cast(weight_grads.get("fc2_bias"), fc2_weight),
+            )
+        )
 
 
 # Recomputed intermediates of more than this many bytes are recomputed a few images at a time on the CPU: glibc serves
@@ -462,19 +546,23 @@ def _backward_chunks(hidden_shape: torch.Size, like: torch.Tensor) -> list[slice
     return [slice(start, min(start + step, batch_size)) for start in range(0, batch_size, step)]
 
 
-def _mlp_backward(spec: BranchSpec, grad_output, hidden, normed, scale, weights, grad_normed, needs) -> dict:
+def _mlp_backward(
+    spec: BranchSpec, grad_output, hidden, normed, scale, weights, grad_normed, needs: BranchInputs
+) -> dict[str, torch.Tensor]:
     """The backward from the branch's output to the LayerNorm's output, for some images of the batch: writes the
     gradient of `normed` into `grad_normed`, returns the weights' gradients. Recomputes the conv, the activation and
     the dropout in an order that keeps at most two intermediate-sized tensors alive beside `hidden`."""
     grads = {}
     pre_activation = _convolved(hidden, spec, weights["conv"], weights["conv_bias"]) if spec.depthwise else hidden
-    if needs[8] or needs[9]:
+    if needs.fc2_weight or needs.fc2_bias:
         activated = spec.activation.forward(pre_activation)
         if scale is not None:
             activated.mul_(scale)
-        _, grads["fc2"], grads["fc2_bias"] = _linear_backward(grad_output, activated, None, (False, True, True))
+        _, grads["fc2"], grads["fc2_bias"] = _linear_backward(
+            grad_output, activated, None, of_weight=True, of_bias=True
+        )
         del activated
-    grad_activated, _, _ = _linear_backward(grad_output, None, weights["fc2"], (True, False, False))
+    grad_activated, _, _ = _linear_backward(grad_output, None, weights["fc2"], of_input=True)
     if scale is not None:
         grad_activated.mul_(scale)
     grad_pre_activation = spec.activation.backward_(grad_activated, pre_activation)
@@ -482,20 +570,34 @@ def _mlp_backward(spec: BranchSpec, grad_output, hidden, normed, scale, weights,
     if spec.depthwise:
         conv_weight = weights["conv"]
         grad_map, grads["conv"], grads["conv_bias"] = aten.convolution_backward(
-            _to_map(grad_pre_activation, spec.height, spec.width), _to_map(hidden, spec.height, spec.width),
-            conv_weight, [conv_weight.shape[0]], [1, 1], [spec.padding] * 2, [1, 1], False, [0, 0], conv_weight.shape[0],
-            [True, needs[6], needs[7]],
-        )  # fmt: skip
+            tokens_to_map(grad_pre_activation, spec.height, spec.width),
+            tokens_to_map(hidden, spec.height, spec.width),
+            conv_weight,
+            [conv_weight.shape[0]],
+            [1, 1],
+            [spec.padding] * 2,
+            [1, 1],
+            False,
+            [0, 0],
+            conv_weight.shape[0],
+            [True, needs.conv_weight, needs.conv_bias],
+        )
         del grad_pre_activation
-        grad_hidden = _to_tokens(grad_map)
+        grad_hidden = map_to_tokens(grad_map)
     else:
         grad_hidden = grad_pre_activation
     if spec.fc1_relu:
         grad_hidden = aten.threshold_backward(grad_hidden, hidden, 0)
-    _, grads["fc1"], grads["fc1_bias"] = _linear_backward(grad_hidden, normed, None, (False, needs[4], needs[5]))
+    _, grads["fc1"], grads["fc1_bias"] = _linear_backward(
+        grad_hidden, normed, None, of_weight=needs.fc1_weight, of_bias=needs.fc1_bias
+    )
     if grad_normed is not None:
         # as a 2-D GEMM, as autograd's: a 3-D matmul of the (strided) conv gradient rounds differently in bf16
-        torch.mm(grad_hidden.reshape(-1, grad_hidden.shape[-1]), weights["fc1"], out=grad_normed.view(-1, grad_normed.shape[-1]))
+        torch.mm(
+            grad_hidden.reshape(-1, grad_hidden.shape[-1]),
+            weights["fc1"],
+            out=grad_normed.view(-1, grad_normed.shape[-1]),
+        )
     return {name: grad for name, grad in grads.items() if grad is not None}
 
 
@@ -510,7 +612,12 @@ def lean_loss_applies(config, logits: torch.Tensor, labels: torch.Tensor) -> boo
     loss. Under torch.compile the compiler plans the memory itself, so the plain ops are traced."""
     if not getattr(config, "lean_training", True) or not torch.is_grad_enabled() or not logits.requires_grad:
         return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+    if (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    ):
         return False
     return type(logits) is torch.Tensor and logits.is_floating_point() and logits.dim() == 4 and labels.dim() == 3
 
@@ -550,10 +657,15 @@ class _Bands:
     def upsample(self, source: torch.Tensor, band: slice, first_row: int) -> torch.Tensor:
         """The band's upsampled logits from `source`, the logits rows from `first_row` on that it reads."""
         lower, upper, lower_weight, upper_weight = (index[band] for index in self.rows)
-        rows = source[:, :, lower - first_row] * lower_weight[:, None] + source[:, :, upper - first_row] * upper_weight[:, None]
+        rows = (
+            source[:, :, lower - first_row] * lower_weight[:, None]
+            + source[:, :, upper - first_row] * upper_weight[:, None]
+        )
         # along the rows' full width, aten's own linear kernel maps the columns as the 2-D interpolation does
         batch_size, channels, height, width = rows.shape
-        upsampled = F.interpolate(rows.reshape(batch_size, channels * height, width), size=self.out_width, mode="linear")
+        upsampled = F.interpolate(
+            rows.reshape(batch_size, channels * height, width), size=self.out_width, mode="linear"
+        )
         return upsampled.view(batch_size, channels, height, self.out_width)
 
 

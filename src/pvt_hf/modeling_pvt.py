@@ -3,8 +3,33 @@
 
 Plain transformers modeling code. Two optimisations live beside it, each behind one config switch and attached at one
 place: the fused CPU inference kernels (`fused_ops.py`, whole layers in `PvtStage.forward`, where
-`fused_forward_applies`) and the memory-lean training path (`lean_training.py`, whole layers in `PvtLayer.forward`,
-where `lean_training_applies`)."""
+`fused_forward_applies`) and the memory-lean training path (`lean_training.py`, in `PvtLayer.forward`, where
+`lean_training_applies`). What the three share (token/map views, the plain-module test, activations, and every use
+of a private torch or transformers API) is in `layer_paths.py`.
+
+Which implementation runs a `PvtLayer`, decided per layer and call (each gives the plain modules' outputs and
+gradients; the first row that matches wins):
+
+    device   gradients wanted        dtype           the layer's modules       path
+    -------  ----------------------  --------------  ------------------------  ------------------------------------
+    CPU      none: eval mode under   fp32, no        all plain (*), on fp32    fused (`fused_ops`, from `PvtStage`;
+    (oneDNN) no_grad / inference     autocast        CPU weights that need     compiled graphs call it as custom
+             mode, or nothing                        no gradient               ops); `config.fused_cpu_kernels`
+             requires them
+    any      recorded, and the MLP   any float,      the MLP's LayerNorm,      lean (`lean_training`, from
+             branch's input or       autocast too    Linears and conv plain    `PvtLayer`): the MLP branch as one
+             weights need them                       (*), known activation     autograd function, LayerNorm 1's
+                                                                               output recomputed;
+                                                                               `config.lean_training`
+    anything else: inference on a GPU or in bf16 / fp16, train mode without gradients, tracing or  plain modules
+    export (ONNX, torch.export, jit), recorded attentions (inference), PEFT-wrapped / hooked /
+    offloaded / quantized modules in the way, a switch off
+
+(*) plain (`layer_paths.plain_module`): exactly the torch class (not PEFT-wrapped), running its class's forward (no
+forward hook bar transformers' output capturing, no accelerate `_hf_hook`, no instance `forward`), on `nn.Parameter`s
+or FSDP1's plain tensor views of them (no tensor subclass: quantized, DTensor, offloaded). Gradient checkpointing,
+DDP, FSDP and torch.compile keep the lean path (compiled training with MLP dropout runs the plain MLP).
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +37,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
@@ -22,46 +46,18 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import OutputRecorder, _active_collector, capture_outputs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_pvt import PvtConfig
 from .fused_ops import fused_forward_applies, fused_layer_forward
 from .input_channels import register_input_channel_adaptation
+from .layer_paths import map_to_tokens, recording_outputs, tokens_to_map
 from .lean_training import lean_layer_forward, lean_training_applies
 
 
 # `from_pretrained(path, num_channels=N)` on an RGB checkpoint adapts the first convolution (see `input_channels`);
 # registered here, so that it also holds where this file runs as remote code.
 register_input_channel_adaptation()
-
-
-def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W) map: a view, channels-last in memory, so convolutions run in NHWC without
-    transposing copies. (Split first, then permuted: one image keeps a batch stride of H*W*C, which convolutions
-    recognise as channels-last; `transpose(1, 2).reshape(...)` would not.)"""
-    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
-
-
-def match_gradient_layout(model: nn.Module) -> None:
-    """Store each 4-D (convolution) weight whose default and channels-last strides differ only in size-1 dimensions
-    (1x1 and depth-wise kernels, here and in the heads that read PVT's maps) with the channels-last strides. PVT's maps
-    are channels-last views of its tokens (`tokens_to_map`), so autograd gives these weights' gradients channels-last
-    strides; DDP's gradient buckets take the parameters' strides, and a mismatch costs a copy per step (and the warning
-    "Grad strides do not match bucket view strides"). The values' memory order is the same either way: nothing else
-    changes. Call it on the model before wrapping it for distributed training."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() != 4 or not parameter.is_contiguous(memory_format=torch.channels_last):
-                continue
-            channels_last = torch.empty_like(parameter, memory_format=torch.channels_last)
-            if parameter.is_contiguous() and channels_last.stride() != parameter.stride():
-                parameter.set_(channels_last.copy_(parameter))
-
-
-def recording_outputs(name: str) -> bool:
-    """Whether transformers' output capture (`capture_outputs`) is recording `name` (e.g. "attentions") right now."""
-    collected = _active_collector.get()
-    return collected is not None and name in collected
 
 
 def eager_attention_forward(
@@ -143,7 +139,7 @@ class PvtPatchEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         embeddings = self.projection(pixel_values)
         batch_size, channels, height, width = embeddings.shape
-        embeddings = self.layer_norm(embeddings.flatten(2).transpose(1, 2))
+        embeddings = self.layer_norm(map_to_tokens(embeddings))
         return embeddings.reshape(batch_size, height, width, channels)
 
 
@@ -196,7 +192,7 @@ class PvtAttention(nn.Module):
             if self.pool is not None:
                 reduced = self.pool_tokens(reduced)
             reduced = self.spatial_reduction(reduced)
-            key_value_states = self.layer_norm(reduced.flatten(2).transpose(1, 2))
+            key_value_states = self.layer_norm(map_to_tokens(reduced))
             if self.activation is not None:
                 key_value_states = self.activation(key_value_states)
         key_value = self.key_value(key_value_states)
@@ -239,7 +235,7 @@ class PvtMLP(nn.Module):
         if self.relu is not None:
             hidden_states = self.relu(hidden_states)
         if self.depthwise_conv is not None:
-            hidden_states = self.depthwise_conv(tokens_to_map(hidden_states, height, width)).flatten(2).transpose(1, 2)
+            hidden_states = map_to_tokens(self.depthwise_conv(tokens_to_map(hidden_states, height, width)))
         hidden_states = self.dropout(self.activation(hidden_states))
         return self.dropout(self.fc2(hidden_states))
 
@@ -262,7 +258,7 @@ class PvtLayer(GradientCheckpointingLayer):
         self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
     ) -> torch.Tensor:
         # The one place where the memory-lean training path takes over (see `lean_training`): whenever gradients are
-        # needed and the MLP branch's modules are plain.
+        # recorded and the MLP branch's modules are plain.
         if lean_training_applies(self, hidden_states):
             return lean_layer_forward(self, hidden_states, height, width, **kwargs)
         attention_output, _ = self.attention(self.layer_norm_1(hidden_states), height, width, **kwargs)
@@ -310,7 +306,7 @@ class PvtStage(nn.Module):
                 return position_embeddings
         grid = tokens_to_map(position_embeddings, self.grid_size, self.grid_size)
         grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
-        return grid.flatten(2).transpose(1, 2)
+        return map_to_tokens(grid)
 
     def forward(
         self, hidden_states: torch.Tensor, cls_token: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
@@ -370,7 +366,12 @@ class PvtPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = True
     _can_record_outputs = {
         # The stage maps; the first stage's input is the pixels, not a hidden state.
-        "hidden_states": OutputRecorder(PvtStage, capture_initial_hidden_state=False, num_hidden_layers_key="num_stages"),
+        "hidden_states": OutputRecorder(
+            PvtStage,
+            capture_initial_hidden_state=False,
+            # (older transformers, e.g. 5.17, resolve no negative `output_hidden_states` indices: no such key)
+            **{key: "num_stages" for key in ["num_hidden_layers_key"] if key in OutputRecorder.__dataclass_fields__},
+        ),
         "attentions": OutputRecorder(PvtAttention, index=1),
     }
 
@@ -532,13 +533,28 @@ class PvtForImageClassification(PvtPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.pvt = PvtModel(config)
-        self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
 
     def check_labels(self, labels: torch.Tensor, logits: torch.Tensor) -> None:
-        """Class indices out of range otherwise end in an IndexError (a device-side assert on a GPU)."""
+        """Class indices out of range otherwise end in an IndexError (a device-side assert on a GPU); float labels
+        of the wrong shape in a RuntimeError deep in the loss."""
         if labels.is_floating_point():
-            return  # multi-label targets or regression values: transformers' loss checks their shape
+            # transformers' problem types: float labels are regression values (one output), else multi-hot /
+            # one-hot (or soft) targets, one value per class
+            num_labels, problem_type = self.config.num_labels, self.config.problem_type
+            regression = problem_type == "regression" or (problem_type is None and num_labels == 1)
+            shapes = [(logits.shape[0], num_labels)] + ([(logits.shape[0],)] if num_labels == 1 else [])
+            if tuple(labels.shape) not in shapes:
+                kind = "regression values" if regression else "multi-label (multi-hot) or one-hot targets"
+                raise ValueError(
+                    f"Float `labels` are {kind} and must have shape {' or '.join(map(str, shapes))} (batch_size, "
+                    f"num_labels={num_labels}), got shape {tuple(labels.shape)}; class indices must be an integer "
+                    "tensor (labels.long())."
+                )
+            return
         if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
             raise ValueError(
                 f"`labels` must be a (batch_size,) tensor of class indices with batch_size {logits.shape[0]}, got "
@@ -594,7 +610,9 @@ class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
         feature_maps = tuple(
             stage_map for name, stage_map in zip(self.stage_names, encoded.hidden_states) if name in self.out_features
         )
-        return BackboneOutput(feature_maps=feature_maps, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return BackboneOutput(
+            feature_maps=feature_maps, hidden_states=encoded.hidden_states, attentions=encoded.attentions
+        )
 
 
 __all__ = [
@@ -603,5 +621,4 @@ __all__ = [
     "PvtModel",
     "PvtForImageClassification",
     "PvtBackbone",
-    "match_gradient_layout",
 ]

@@ -5,15 +5,14 @@ an FPN neck and an FPNHead on the four stage maps of the PVT backbone."""
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from transformers.backbone_utils import filter_output_hidden_states
 from transformers.modeling_outputs import SemanticSegmenterOutput
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
 from .configuration_pvt import PvtConfig
+from .layer_paths import install_output_capturing_hooks
 from .lean_training import lean_loss_applies, upsampled_cross_entropy
 from .modeling_pvt import PvtModel, PvtPreTrainedModel
 
@@ -25,9 +24,7 @@ class PvtFpnNeck(nn.Module):
         super().__init__()
         channels = config.neck_hidden_size
         self.lateral_convs = nn.ModuleList([nn.Conv2d(size, channels, 1) for size in config.hidden_sizes])
-        self.output_convs = nn.ModuleList(
-            [nn.Conv2d(channels, channels, 3, padding=1) for _ in config.hidden_sizes]
-        )
+        self.output_convs = nn.ModuleList([nn.Conv2d(channels, channels, 3, padding=1) for _ in config.hidden_sizes])
 
     def forward(self, stage_maps: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         laterals = [conv(stage_map) for conv, stage_map in zip(self.lateral_convs, stage_maps)]
@@ -99,7 +96,7 @@ class PvtForSemanticSegmentation(PvtPreTrainedModel):
         # top down (once per module), not lazily on the first call, which under torch.compile would take a lock it
         # cannot trace.
         super().post_init()
-        maybe_install_capturing_hooks(self)
+        install_output_capturing_hooks(self)
 
     def check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
         """Bad labels otherwise end in an opaque device-side assert inside the loss on a GPU."""

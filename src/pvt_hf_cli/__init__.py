@@ -16,9 +16,28 @@ import sys
 import threading
 
 from . import convert, demo, evaluate, export_onnx, flops, predict
-from ._common import Terminated, _raise_terminated
+from ._common import Terminated, _raise_terminated, load_library
+
 
 COMMANDS = (demo, convert, predict, export_onnx, evaluate, flops)
+
+
+class _VersionAction(argparse.Action):
+    """--version: the installed distribution's version (the package metadata, so nothing heavy is imported), else
+    `pvt_hf.__version__` (a source tree on PYTHONPATH)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("pvt-hf")
+        except PackageNotFoundError:
+            from pvt_hf import __version__ as number
+        print(f"pvt-hf {number}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pyramid Vision Transformer tools for transformers. (The speed benchmark is a script of the "
         "source checkout: python benchmarks/benchmark.py --help.)",
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version of pvt-hf and exit")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)
@@ -40,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
+        load_library()  # the Auto classes know pvt-hf's models before any command builds a model or a pipeline
         return args.handler(args)
     except Terminated:
         print(f"pvt-hf {args.command}: terminated; partial output removed", file=sys.stderr)

@@ -5,4 +5,5 @@ import sys
 
 from . import main
 
+
 sys.exit(main())

@@ -9,6 +9,7 @@ import logging
 import re
 from pathlib import Path
 
+
 logger = logging.getLogger("pvt_hf")
 
 
@@ -35,20 +36,26 @@ def _local_path(value: str) -> Path:
         return Path(value)
 
 
+def _shown(value: str) -> str:
+    """A value as an error line shows it: as given, or quoted with escapes when it holds line breaks or other
+    unprintable characters (which would break the one-line message)."""
+    return value if value.isprintable() else repr(value)
+
+
 def _official_args(value: str) -> dict:
     """--official-args: a JSON object, or the path of a JSON file (its `official_args` entry, if it has one)."""
-    from pvt_hf.conversion import ConversionError, validate_official_args
+    from pvt_hf.tools.conversion import ConversionError, validate_official_args
 
     text = value
     if not value.lstrip().startswith(("{", "[")):  # not inline JSON: a file
         try:
             if not _local_path(value).is_file():
                 raise argparse.ArgumentTypeError(
-                    f"no such file or directory: {value} (expected a JSON object, or the path of a JSON file)"
+                    f"no such file or directory: {_shown(value)} (expected a JSON object, or the path of a JSON file)"
                 )
             text = _local_path(value).read_text()
         except (OSError, ValueError, UnicodeDecodeError) as error:
-            raise argparse.ArgumentTypeError(f"cannot read {value}: {error}") from error
+            raise argparse.ArgumentTypeError(f"cannot read {_shown(value)}: {error}") from error
     try:
         args = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: absurdly nested
@@ -72,13 +79,27 @@ def _repo_id(value: str) -> str:
     return value
 
 
-def check_model_argument(value: str, argument: str) -> None:
-    """A model argument that looks like a local path must exist (else the Hub client complains about repo ids)."""
-    if _local_path(value).exists():
-        return
-    hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value) is not None and not value.startswith((".", "~"))
-    if not hub_id:
-        raise FileNotFoundError(f"{argument}: no such file or directory: {value}")
+def load_library() -> None:
+    """Import `pvt_hf`, which registers its classes with transformers' Auto classes and pipelines: every command
+    that loads a model needs that, also in a fresh process that never imported it (the console script)."""
+    import pvt_hf  # noqa: F401
+
+
+def check_model_argument(
+    value: str, argument: str, accepts: str = "a model folder (config.json) or a Hub id", presets: tuple[str, ...] = ()
+) -> None:
+    """`pvt_hf.tools.io_utils.check_model_argument`, imported when a command runs (`pvt-hf --help` imports no torch)."""
+    from pvt_hf.tools.io_utils import check_model_argument as check
+
+    check(value, argument, accepts, presets)
+
+
+def check_model_or_preset(value: str, argument: str = "MODEL") -> None:
+    """`check_model_argument` for the commands that also take a preset name (export-onnx, flops)."""
+    from pvt_hf import PRESETS
+
+    accepts = f"a preset name ({', '.join(PRESETS)}), a model folder (config.json) or a Hub id"
+    check_model_argument(value, argument, accepts, presets=tuple(PRESETS))
 
 
 def repo_folder_name(checkpoint: Path) -> str:

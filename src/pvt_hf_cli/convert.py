@@ -29,10 +29,23 @@ def add_parser(subparsers) -> None:
         "moved into place when complete and verified; an existing OUTPUT_DIR is replaced only with --force, and "
         "never one that is or contains the input.",
     )
-    parser.add_argument("paths", nargs="+", metavar="CHECKPOINT OUTPUT_DIR", help="checkpoint file (or transformers folder) and output folder; with --all only OUTPUT_DIR")
-    parser.add_argument("--all", metavar="DIR", help=f"convert every {'/'.join(CHECKPOINT_SUFFIXES)} file in DIR into OUTPUT_DIR/<file name>/ (e.g. pvt_v2_b2.pth -> pvt-v2-b2)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="CHECKPOINT OUTPUT_DIR",
+        help="checkpoint file (or transformers folder) and output folder; with --all only OUTPUT_DIR",
+    )
+    parser.add_argument(
+        "--all",
+        metavar="DIR",
+        help=f"convert every {'/'.join(CHECKPOINT_SUFFIXES)} file in DIR into OUTPUT_DIR/<file name>/ (e.g. pvt_v2_b2.pth -> pvt-v2-b2)",
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--variant", metavar="NAME", help="released architecture, e.g. pvt-v2-b2, pvt_small, fpn_pvt_v2_b2_ade20k (detected from the shapes when omitted)")
+    source.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="released architecture, e.g. pvt-v2-b2, pvt_small, fpn_pvt_v2_b2_ade20k (detected from the shapes when omitted)",
+    )
     source.add_argument(
         "--official-args",
         metavar="JSON",
@@ -42,13 +55,19 @@ def add_parser(subparsers) -> None:
         "and for segmentation neck_out_channels, head_channels",
     )
     parser.add_argument(
-        "--task", choices=TASK_CHOICES,
+        "--task",
+        choices=TASK_CHOICES,
         help="checked against the checkpoint (detected when omitted; backbone: the backbone of a detection checkpoint)",
-    )  # fmt: skip
+    )
     parser.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="dtype of the saved weights")
     parser.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it exists")
     parser.add_argument("--no-verify", action="store_true", help="skip reloading the folder in a clean process")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", type=_repo_id, help="upload to this Hub repository (with --all: to NAMESPACE/<name>)")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        type=_repo_id,
+        help="upload to this Hub repository (with --all: to NAMESPACE/<name>)",
+    )
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repository")
     parser.add_argument("--revision", help="with --push-to-hub: branch to upload to")
     parser.add_argument("--commit-message", help="with --push-to-hub: commit message")
@@ -59,14 +78,17 @@ def add_parser(subparsers) -> None:
 
 def convert_one(checkpoint: Path, output_dir: Path, args: argparse.Namespace, repo_id: str | None) -> dict:
     """Convert, check, write and optionally push one checkpoint; returns the row of the summary."""
-    from pvt_hf.conversion import convert_checkpoint, left_out_summary, load_checkpoint
-    from pvt_hf.hub import compare_with_timm, push_folder, write_repo_folder
-    from pvt_hf.io_utils import OutputExistsError, refuse_overwriting_input
+    from pvt_hf.tools.conversion import convert_checkpoint, left_out_summary, load_checkpoint
+    from pvt_hf.tools.hub import compare_with_timm, push_folder, write_repo_folder
+    from pvt_hf.tools.io_utils import OutputExistsError, check_output_location, refuse_overwriting_input
 
     refuse_overwriting_input(output_dir, [checkpoint], "output folder")
     if output_dir.exists() and not args.force:
         raise OutputExistsError(f"{output_dir} already exists; pass --force to replace it.")
-    model, report = convert_checkpoint(checkpoint, variant=args.variant, official_args=args.official_args, task=args.task)
+    check_output_location(output_dir, f"OUTPUT_DIR {output_dir}")  # before the work, not after it
+    model, report = convert_checkpoint(
+        checkpoint, variant=args.variant, official_args=args.official_args, task=args.task
+    )
     if "detected_variant" in report:
         logger.info("%s: detected variant %s", checkpoint.name, report["detected_variant"])
     if "left_out" in report:
@@ -83,25 +105,43 @@ def convert_one(checkpoint: Path, output_dir: Path, args: argparse.Namespace, re
                 raise RuntimeError(f"Verification failed: timm's logits differ by {timm_error:.2e}.")
             checks["timm_relative_error"] = timm_error
     results = write_repo_folder(
-        model, output_dir, variant=variant, source=checkpoint.name, repo_id=repo_id, dtype=args.dtype,
-        force=args.force, verify=not args.no_verify, image_processor=default_image_processor(report["task"]),
+        model,
+        output_dir,
+        variant=variant,
+        source=checkpoint.name,
+        repo_id=repo_id,
+        dtype=args.dtype,
+        force=args.force,
+        verify=not args.no_verify,
+        image_processor=default_image_processor(report["task"]),
         checks=checks,
-    )  # fmt: skip
+    )
     row = {"checkpoint": checkpoint.name, "output": str(output_dir), **report, **checks, **results}
     if "reload_relative_error" in results:
         compared = "feature maps" if report["task"] == "backbone" else "logits"
         logger.info(
-            "Reloaded %s in a clean process: %s relative error %.1e", output_dir, compared, results["reload_relative_error"]
+            "Reloaded %s in a clean process: %s relative error %.1e",
+            output_dir,
+            compared,
+            results["reload_relative_error"],
         )
     logger.info(
         "Converted %s (%s, %s, %.2fM parameters) to %s",
-        checkpoint, report["architecture"], report["task"], report["num_parameters"] / 1e6, output_dir,
-    )  # fmt: skip
+        checkpoint,
+        report["architecture"],
+        report["task"],
+        report["num_parameters"] / 1e6,
+        output_dir,
+    )
     if args.push_to_hub:
         files = push_folder(
-            output_dir, repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message,
+            output_dir,
+            repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
             dry_run=args.dry_run,
-        )  # fmt: skip
+        )
         verb = "Would upload" if args.dry_run else "Uploaded"
         logger.info("%s to %s: %s", verb, repo_id, ", ".join(files))
         row["pushed"] = not args.dry_run
@@ -141,7 +181,7 @@ def run_convert_all(folder: Path, output_root: Path, args: argparse.Namespace) -
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from pvt_hf.io_utils import refuse_overwriting_input
+    from pvt_hf.tools.io_utils import check_output_location, refuse_overwriting_input
 
     if not folder.is_dir():
         raise NotADirectoryError(f"--all {folder}: not a folder")
@@ -149,6 +189,7 @@ def run_convert_all(folder: Path, output_root: Path, args: argparse.Namespace) -
     checkpoints = sorted(path for path in folder.iterdir() if path.suffix in CHECKPOINT_SUFFIXES and path.is_file())
     if not checkpoints:
         raise FileNotFoundError(f"--all {folder}: no {'/'.join(CHECKPOINT_SUFFIXES)} files")
+    check_output_location(output_root / repo_folder_name(checkpoints[0]), f"OUTPUT_DIR {output_root}")
     rows, failures, taken = [], 0, {}
     with logging_redirect_tqdm(loggers=[logger]):
         for checkpoint in tqdm(checkpoints, desc="converting", unit="checkpoint", disable=None):

@@ -1,5 +1,5 @@
 # Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""`pvt-hf demo` (also `python -m pvt_hf.demo`): the offline digits demo. Its options live here, where `--help` can
+"""`pvt-hf demo` (also `python -m pvt_hf_cli demo`): the offline digits demo. Its options live here, where `--help` can
 show them without importing the library."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
 
 DESCRIPTION = (
     "Offline demo of the main path on the tiny PVT v2 shipped with pvt-hf (trained from scratch on scikit-learn's "
@@ -17,13 +18,15 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The demo's options (`python -m pvt_hf.demo` and `pvt-hf demo`)."""
+    """The demo's options."""
     parser.add_argument("--output-dir", help="keep the written folder here (default: a temporary folder, removed)")
     parser.add_argument("--force", action="store_true", help="replace --output-dir if it exists")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, ...")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
-    parser.add_argument("--prepare-data", metavar="DIR", help="only write the digits train/test image folders (needs scikit-learn)")
+    parser.add_argument(
+        "--prepare-data", metavar="DIR", help="only write the digits train/test image folders (needs scikit-learn)"
+    )
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +41,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pvt_hf.demo import HELDOUT_FILE, prepare_data, run_demo
+    from pvt_hf.tools.demo import HELDOUT_FILE, prepare_data, run_demo
 
     if args.prepare_data:
         root = prepare_data(args.prepare_data)
@@ -46,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     # with --json, stdout carries the JSON document only: the narration goes to stderr
     results = run_demo(
-        args.output_dir, device=args.device, batch_size=args.batch_size, force=args.force,
+        args.output_dir,
+        device=args.device,
+        batch_size=args.batch_size,
+        force=args.force,
         stream=sys.stderr if args.json else sys.stdout,
-    )  # fmt: skip
+    )
     if args.json:
         print(json.dumps(results, indent=1))
     return 0

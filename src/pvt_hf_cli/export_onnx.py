@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import _local_path, check_model_argument
+from ._common import _local_path, check_model_or_preset
+
+
+def _tolerance(value: str) -> float:
+    """--tolerance: a positive, finite relative error (0 would refuse every export, NaN or a negative one all)."""
+    try:
+        tolerance = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not 0 < tolerance < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite relative error (e.g. 1e-4), got {value!r}")
+    return tolerance
 
 
 def add_parser(subparsers) -> None:
@@ -21,9 +32,19 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="model folder, Hub id or preset name")
     parser.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
-    parser.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"], help="torch exporter (default: dynamo when onnxscript is installed, else torchscript)")
+    parser.add_argument(
+        "--exporter",
+        default="auto",
+        choices=["auto", "dynamo", "torchscript"],
+        help="torch exporter (default: dynamo when onnxscript is installed, else torchscript)",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18 dynamo, 17 torchscript)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error accepted (default 1e-4)")
+    parser.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=1e-4,
+        help="largest relative error accepted, a positive number (default 1e-4)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     parser.add_argument("--force", action="store_true", help="replace OUT.onnx if it exists (never a file of MODEL)")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -31,23 +52,34 @@ def add_parser(subparsers) -> None:
 
 
 def run_export_onnx(args: argparse.Namespace) -> int:
-    check_model_argument(args.model, "MODEL")
+    check_model_or_preset(args.model)
     if not args.no_verify:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as error:
-            raise ImportError("verifying needs onnxruntime: `pip install 'pvt-hf[onnx]'` (or pass --no-verify)") from error
-    from pvt_hf.onnx_export import export_onnx
+            raise ImportError(
+                "verifying needs onnxruntime: `pip install 'pvt-hf[onnx]'` (or pass --no-verify)"
+            ) from error
+    from pvt_hf.tools.io_utils import check_output_location
+    from pvt_hf.tools.onnx_export import export_onnx
 
-    # The library refuses an existing file without --force, a file of the input, a folder, and a file another
-    # pvt-hf process is writing, before it loads the model.
+    # The library refuses an existing file without --force, a file of the input, a folder, an unwritable location
+    # and a file another pvt-hf process is writing, before it loads the model; named here as the user gave them.
     output = _local_path(args.output)
+    check_output_location(output, f"OUT.onnx {args.output}")
     result = export_onnx(
-        args.model, output, exporter=args.exporter, opset_version=args.opset, verify=not args.no_verify,
-        tolerance=args.tolerance, force=args.force,
-    )  # fmt: skip
+        args.model,
+        output,
+        exporter=args.exporter,
+        opset_version=args.opset,
+        verify=not args.no_verify,
+        tolerance=args.tolerance,
+        force=args.force,
+    )
     size = output.stat().st_size / 2**20
-    print(f"wrote {output} ({size:.1f} MiB, {result.exporter} exporter, opset {result.opset_version}, outputs: {', '.join(result.output_names)})")
+    print(
+        f"wrote {output} ({size:.1f} MiB, {result.exporter} exporter, opset {result.opset_version}, outputs: {', '.join(result.output_names)})"
+    )
     if result.errors:
         sizes = ", ".join(f"{b}x3x{h}x{w}" for b, h, w in result.errors)
         print(f"onnxruntime vs PyTorch at {sizes}: max relative error {result.max_relative_error:.2e}")

@@ -2,7 +2,7 @@
 """Multiply-accumulates (MACs) and parameters of PVT models: MACs counted analytically from the configuration and the
 input size, parameters read off the model (built on the meta device: no memory, no weights).
 
-    from pvt_hf.flops import count_flops
+    from pvt_hf.tools.flops import count_flops
     report = count_flops("pvt-v2-b2", 224, 224)      # a preset name, a folder, a Hub id, a PvtConfig or a model
     report.total_gmacs, report.total_parameters      # 4.05, 25362856
     report.stages[0].key_length                      # 49: stage 1's 56x56 queries attend to a 7x7 reduced map
@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .configuration_pvt import PRESETS, PvtConfig
+from ..configuration_pvt import PRESETS, PvtConfig
+
 
 # Architectures counted, by class name; a config without `architectures` is counted as the classifier.
 ARCHITECTURES = ("PvtForImageClassification", "PvtModel", "PvtBackbone", "PvtForSemanticSegmentation")
@@ -143,7 +144,11 @@ class FlopsReport:
             "unit": "MACs",
             "counting": COUNTING_NOTE,
             "stages": [stage.to_dict() for stage in self.stages],
-            "head": {"macs": dict(self.head_macs), "total_macs": self.head_total_macs, "parameters": self.head_parameters},
+            "head": {
+                "macs": dict(self.head_macs),
+                "total_macs": self.head_total_macs,
+                "parameters": self.head_parameters,
+            },
             "total_macs": self.total_macs,
             "total_gmacs": self.total_gmacs,
             "total_parameters": self.total_parameters,
@@ -182,7 +187,7 @@ def _model(model_or_config, architecture: str | None):
     import torch
     from torch import nn
 
-    from . import modeling_pvt, modeling_pvt_segmentation
+    from .. import modeling_pvt, modeling_pvt_segmentation
 
     if isinstance(model_or_config, (str, Path)):
         model_or_config = load_config(str(model_or_config))
@@ -256,7 +261,13 @@ def _count_stage(config: PvtConfig, stage, grid: tuple[int, int], with_cls_token
     macs["position_embedding"] = BILINEAR_MACS * spatial_tokens * hidden if resized else 0
     parameters = sum(parameter.numel() for parameter in stage.parameters())
     return StageCount(
-        f"stage{index + 1}", grid, num_tokens, key_length, depth, {name: macs[name] for name in STAGE_COMPONENTS}, parameters
+        f"stage{index + 1}",
+        grid,
+        num_tokens,
+        key_length,
+        depth,
+        {name: macs[name] for name in STAGE_COMPONENTS},
+        parameters,
     )
 
 
@@ -300,7 +311,7 @@ def count_flops(model_or_config, height: int, width: int, *, architecture: str |
     preset name, a model folder, a Hub id). Raises InputSizeError (a ValueError) for a size the model refuses. See the module
     docstring for what is counted.
     """
-    from .modeling_pvt import PvtEncoder
+    from ..modeling_pvt import PvtEncoder
 
     model = _model(model_or_config, architecture)
     config, architecture = model.config, type(model).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+
 # Figures reported by the PVT authors (official READMEs and papers), with their sources: not measured by pvt-hf, and
 # stated in the cards as `verified: false`.
 IMAGENET_SOURCE = "whai362/PVT classification README (ImageNet-1K val, 224x224, single crop)"
@@ -61,7 +62,12 @@ def official_figure(variant: str | None, task: str) -> tuple[str, float, str, st
     """(metric name, value, source, source URL) as the PVT authors report it, or None for architectures they do not
     list."""
     if task == "classification" and variant in IMAGENET_TOP1_AND_PARAMS:
-        return "top-1 accuracy (ImageNet-1K)", IMAGENET_TOP1_AND_PARAMS[variant][0], IMAGENET_SOURCE, IMAGENET_SOURCE_URL
+        return (
+            "top-1 accuracy (ImageNet-1K)",
+            IMAGENET_TOP1_AND_PARAMS[variant][0],
+            IMAGENET_SOURCE,
+            IMAGENET_SOURCE_URL,
+        )
     if task == "semantic-segmentation" and variant in ADE20K_MIOU:
         paper, released = ADE20K_MIOU[variant]
         version = 1 if variant.startswith("pvt-") and not variant.startswith("pvt-v2") else 2
@@ -93,7 +99,9 @@ def _backbone_card_body(
     config, variant: str | None, repo_id: str, num_parameters: int, source: str, checks: dict | None
 ) -> str:
     """The card's text for a backbone converted from a detection checkpoint: no classes, no figure of its own."""
-    architecture = variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
+    architecture = (
+        variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
+    )
     name = repo_id.split("/")[-1]
     return f"""
 # {name}
@@ -195,9 +203,13 @@ def model_card(
         ]
     metadata.append("---")
     if backbone:
-        return "\n".join(metadata) + "\n" + _backbone_card_body(config, variant, repo_id, num_parameters, source, checks)
+        return (
+            "\n".join(metadata) + "\n" + _backbone_card_body(config, variant, repo_id, num_parameters, source, checks)
+        )
 
-    architecture = variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
+    architecture = (
+        variant or f"PVT v{config.version}{'-linear' if config.linear_attention else ''} (custom architecture)"
+    )
     head = "with the Semantic FPN head (FPN neck + FPN head, as in mmseg)" if segmentation else "image classifier"
     released = variant is not None and config.num_labels == (150 if segmentation else 1000)
     # what the file is cannot be known from its shapes: say only what they show
@@ -217,7 +229,7 @@ def model_card(
     usage_output = (
         "masks = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]"
         if segmentation
-        else 'print(model.config.id2label[outputs.logits.argmax(-1).item()])'
+        else "print(model.config.id2label[outputs.logits.argmax(-1).item()])"
     )
     body = f"""
 # {repo_id.split("/")[-1]}

@@ -4,7 +4,7 @@
   `torch.bincount` per batch; mergeable, checkpointable (`state_dict`) and summable across processes (`sync`).
 * `mean_iou(...)`: the same computation in one call, for a training loop or one-shot evaluation.
 * `evaluate_module_path()`: the folder of an `evaluate` metric script with the same arithmetic, loadable offline:
-  `evaluate.load(pvt_hf.metrics.evaluate_module_path())` (a drop-in for `evaluate.load("mean_iou")`).
+  `evaluate.load(pvt_hf.tools.metrics.evaluate_module_path())` (a drop-in for `evaluate.load("mean_iou")`).
 
 Example::
 
@@ -33,6 +33,7 @@ from .evaluate_metrics.mean_iou._mean_iou_core import (
     labels_from_logits,
     scores_from_confusion_matrix,
 )
+
 
 __all__ = ["MeanIoU", "confusion_matrix", "evaluate_module_path", "mean_iou", "scores_from_confusion_matrix"]
 
@@ -258,8 +259,10 @@ class MeanIoU:
 
 def _is_list_of_maps(value: list | tuple) -> bool:
     """True for a list of per-image maps (tensors / arrays / images), False for a nested-list single map."""
-    return len(value) == 0 or not isinstance(value[0], (int, float, list, tuple)) or (
-        isinstance(value[0], (list, tuple)) and len(value[0]) > 0 and isinstance(value[0][0], (list, tuple))
+    return (
+        len(value) == 0
+        or not isinstance(value[0], (int, float, list, tuple))
+        or (isinstance(value[0], (list, tuple)) and len(value[0]) > 0 and isinstance(value[0][0], (list, tuple)))
     )
 
 

@@ -14,13 +14,20 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .io_utils import atomic_output_dir
+from .io_utils import atomic_output_dir, check_output_location
 from .model_card import model_card
+
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 # Run in a fresh interpreter: load the folder through the Auto classes (a backbone: `PvtBackbone`, as transformers'
 # `AutoBackbone.from_pretrained` does not take local folders) and compare with the in-memory outputs.
@@ -37,7 +44,7 @@ import json, sys, torch, pvt_hf, transformers
 from safetensors.torch import load_file
 folder, expected_path, auto_class = sys.argv[1:4]
 expected = load_file(expected_path)
-from pvt_hf.hub import verification_output
+from pvt_hf.tools.hub import verification_output
 model = (getattr(transformers, auto_class, None) or getattr(pvt_hf, auto_class)).from_pretrained(folder, dtype="auto").eval()
 logits = verification_output(model, expected["pixel_values"])
 want = expected["logits"]
@@ -60,7 +67,9 @@ def verification_output(model: torch.nn.Module, pixel_values: torch.Tensor) -> t
     return torch.cat([feature_map.flatten() for feature_map in outputs.feature_maps]).float()
 
 
-def verify_folder(folder: Path, model: torch.nn.Module, tolerance: float = 1e-5, scratch_dir: Path | None = None) -> float:
+def verify_folder(
+    folder: Path, model: torch.nn.Module, tolerance: float = 1e-5, scratch_dir: Path | None = None
+) -> float:
     """Reload `folder` in a clean process and return the relative error of its logits (a backbone's: its feature
     maps) against `model`'s; raise if it exceeds `tolerance`. The expected outputs are written to a temporary folder
     inside `scratch_dir` (default: the system's), removed afterwards."""
@@ -74,13 +83,17 @@ def verify_folder(folder: Path, model: torch.nn.Module, tolerance: float = 1e-5,
         save_file({"pixel_values": pixel_values, "logits": logits.contiguous()}, expected_path)
         result = subprocess.run(
             [sys.executable, "-c", _VERIFY_SCRIPT, str(folder), expected_path, auto_class],
-            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
     if result.returncode != 0:
         raise RuntimeError(f"Verification failed: the written folder does not load: {result.stderr.strip()[-2000:]}")
     error = json.loads(result.stdout.strip().splitlines()[-1])["relative_error"]
     if not error <= tolerance:
-        raise RuntimeError(f"Verification failed: the reloaded model's logits differ by {error:.2e} (> {tolerance:.0e}).")
+        raise RuntimeError(
+            f"Verification failed: the reloaded model's logits differ by {error:.2e} (> {tolerance:.0e})."
+        )
     return error
 
 
@@ -127,6 +140,7 @@ def write_repo_folder(
         type(model).__name__, "classification"
     )
     output_dir = Path(output_dir)
+    check_output_location(output_dir, f"the output folder {output_dir}")  # before casting and saving
     repo_id = repo_id or output_dir.name
     model = model.to(DTYPES[dtype])
     results = {"dtype": str(DTYPES[dtype]).removeprefix("torch.")}
@@ -141,7 +155,9 @@ def write_repo_folder(
             checks["reload_relative_error"] = verify_folder(staging, model, tolerance, scratch_dir=staging)
             results["reload_relative_error"] = checks["reload_relative_error"]
         num_parameters = sum(parameter.numel() for parameter in model.parameters())
-        (staging / "README.md").write_text(model_card(model.config, variant, task, repo_id, num_parameters, source, checks))
+        (staging / "README.md").write_text(
+            model_card(model.config, variant, task, repo_id, num_parameters, source, checks)
+        )
     results["files"] = sorted(path.name for path in output_dir.iterdir())
     return results
 
@@ -185,4 +201,3 @@ def push_folder(
             "and is complete; push it later with --push-to-hub."
         ) from error
     return files
-

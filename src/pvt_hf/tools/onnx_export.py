@@ -1,7 +1,7 @@
 # Copyright 2026 The pvt-hf authors. Licensed under the Apache License, Version 2.0 (see LICENSE).
 """ONNX export of the PVT models, with dynamic batch, height and width, verified against PyTorch with onnxruntime.
 
-    from pvt_hf.onnx_export import export_onnx
+    from pvt_hf.tools.onnx_export import export_onnx
     result = export_onnx("path/to/pvt-v2-b2", "pvt-v2-b2.onnx")   # or a model instance
     result.max_relative_error                                      # onnxruntime vs PyTorch, over several sizes
 
@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .io_utils import atomic_output_file, refuse_overwriting_input
+from .io_utils import atomic_output_file, check_output_location, refuse_overwriting_input
+
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,14 @@ def load_model(model_or_path) -> nn.Module:
     """A pvt-hf model instance, or one loaded from a folder / Hub id with the class its config names."""
     if isinstance(model_or_path, nn.Module):
         return model_or_path
-    import pvt_hf
     from transformers import AutoConfig
 
+    import pvt_hf
+
     if isinstance(model_or_path, str) and model_or_path in pvt_hf.PRESETS and not Path(model_or_path).exists():
-        logger.warning("%s: a preset name, exported with random weights (give a folder or Hub id for trained ones)", model_or_path)
+        logger.warning(
+            "%s: a preset name, exported with random weights (give a folder or Hub id for trained ones)", model_or_path
+        )
         return pvt_hf.PvtForImageClassification(pvt_hf.PvtConfig.from_preset(model_or_path, num_labels=1000))
 
     config = AutoConfig.from_pretrained(model_or_path)
@@ -90,7 +94,11 @@ def load_model(model_or_path) -> nn.Module:
 
 
 def smallest_size(model: nn.Module) -> int:
-    encoder = model.base_model.encoder if hasattr(model, "base_model") and hasattr(model.base_model, "encoder") else model.encoder
+    encoder = (
+        model.base_model.encoder
+        if hasattr(model, "base_model") and hasattr(model.base_model, "encoder")
+        else model.encoder
+    )
     return encoder.smallest_size()
 
 
@@ -121,13 +129,22 @@ def export_onnx(
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}.")
+    has_onnxscript = importlib.util.find_spec("onnxscript") is not None
     if exporter == "auto":
-        exporter = "dynamo" if importlib.util.find_spec("onnxscript") is not None else "torchscript"
+        exporter = "dynamo" if has_onnxscript else "torchscript"
+    elif exporter == "dynamo" and not has_onnxscript:
+        raise ImportError(
+            "the dynamo exporter (--exporter dynamo) needs the onnxscript package, which torch.onnx builds its graphs "
+            "with: `pip install onnxscript`; or use the torchscript exporter, which needs only onnx."
+        )
+    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < float("inf")):
+        raise ValueError(f"tolerance (--tolerance) must be a positive, finite relative error, got {tolerance!r}.")
     final_path = Path(output_path)
     if isinstance(model_or_path, (str, os.PathLike)) and Path(model_or_path).exists():
         refuse_overwriting_input(final_path, [model_or_path], "output file")
     if final_path.is_dir():
         raise IsADirectoryError(f"{final_path} is a folder; give the path of the .onnx file to write.")
+    check_output_location(final_path, f"the output file {final_path}")
     # Locked for the whole run, and checked before the model is loaded: a second writer fails at once.
     with atomic_output_file(final_path, force=force) as staging:
         model = load_model(model_or_path)
@@ -142,7 +159,9 @@ def export_onnx(
             if verify:
                 result.errors = verify_onnx(wrapper, staging, verify_sizes, smallest_size(model))
                 # debug only: callers report `result.errors` (the CLI prints them once)
-                logger.debug("onnxruntime vs PyTorch, max relative error per (batch, height, width): %s", result.errors)
+                logger.debug(
+                    "onnxruntime vs PyTorch, max relative error per (batch, height, width): %s", result.errors
+                )
                 if result.max_relative_error > tolerance:
                     raise ValueError(
                         f"The ONNX model disagrees with PyTorch: relative errors {result.errors} exceed {tolerance}."
@@ -181,9 +200,15 @@ def _export(model, wrapper, names, output_path: Path, exporter: str, opset_versi
         else:
             opset_version = opset_version or 17
             dynamic_axes = {"pixel_values": {0: "batch", 2: "height", 3: "width"}}
-            spatial = [name for name in names if name != "pooler_output"] if type(model).__name__ != "PvtForImageClassification" else []
+            spatial = (
+                [name for name in names if name != "pooler_output"]
+                if type(model).__name__ != "PvtForImageClassification"
+                else []
+            )
             for name in names:
-                dynamic_axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} if name in spatial else {0: "batch"}
+                dynamic_axes[name] = (
+                    {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} if name in spatial else {0: "batch"}
+                )
             torch.onnx.export(
                 wrapper,
                 (example,),
@@ -217,7 +242,10 @@ def verify_onnx(
             expected = wrapper(pixel_values)
         got = session.run(None, {"pixel_values": pixel_values.numpy()})
         errors[(batch, height, width)] = max(
-            float(np.linalg.norm(g.astype(np.float64) - w.double().numpy()) / max(np.linalg.norm(w.double().numpy()), 1e-30))
+            float(
+                np.linalg.norm(g.astype(np.float64) - w.double().numpy())
+                / max(np.linalg.norm(w.double().numpy()), 1e-30)
+            )
             for g, w in zip(got, expected)
         )
     return errors

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .configuration_pvt import PRESETS, PvtConfig
+from ..configuration_pvt import PRESETS, PvtConfig, out_of_range
+
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ _BACKBONE_NAMES = [  # relative to the official backbone (classifier root, or mm
     ("norm{stage}.", "encoder.stages.{stage}.layer_norm."),
     ("cls_token", "cls_token"),
     ("norm.", "layernorm."),
-    *((f"block{{stage}}.{{i}}.{old}", f"encoder.stages.{{stage}}.layers.{{i}}.{new}") for old, new in _BLOCK_NAMES.items()),
+    *(
+        (f"block{{stage}}.{{i}}.{old}", f"encoder.stages.{{stage}}.layers.{{i}}.{new}")
+        for old, new in _BLOCK_NAMES.items()
+    ),
 ]
 _NAMES = {
     "classification": [("head.", "classifier."), *((old, "pvt." + new) for old, new in _BACKBONE_NAMES)],
@@ -135,12 +139,19 @@ _TRANSFORMERS_RENAMES = [  # (pattern, replacement) on keys without the model pr
     (r"^classifier\.", lambda m: "head."),
 ]
 _TRANSFORMERS_BLOCK_RENAMES = {
-    "layer_norm_1.": "norm1.", "layer_norm_2.": "norm2.", "attention.self.query.": "attn.q.",
-    "attention.query.": "attn.q.", "attention.output.dense.": "attn.proj.", "attention.proj.": "attn.proj.",
-    "attention.self.sequence_reduction.": "attn.sr.", "attention.spatial_reduction.": "attn.sr.",
-    "attention.self.layer_norm.": "attn.norm.", "attention.layer_norm.": "attn.norm.", "mlp.dense1.": "mlp.fc1.",
+    "layer_norm_1.": "norm1.",
+    "layer_norm_2.": "norm2.",
+    "attention.self.query.": "attn.q.",
+    "attention.query.": "attn.q.",
+    "attention.output.dense.": "attn.proj.",
+    "attention.proj.": "attn.proj.",
+    "attention.self.sequence_reduction.": "attn.sr.",
+    "attention.spatial_reduction.": "attn.sr.",
+    "attention.self.layer_norm.": "attn.norm.",
+    "attention.layer_norm.": "attn.norm.",
+    "mlp.dense1.": "mlp.fc1.",
     "mlp.dense2.": "mlp.fc2.",
-}  # fmt: skip
+}
 
 
 def _transformers_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -179,7 +190,9 @@ def _transformers_official_args(config: dict) -> dict:
         "linear": config.get("linear_attention", False),
         "qkv_bias": config.get("qkv_bias", True),
         "num_classes": len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2),
-        "img_size": config["image_size"][0] if isinstance(config.get("image_size"), list) else config.get("image_size", 224),
+        "img_size": config["image_size"][0]
+        if isinstance(config.get("image_size"), list)
+        else config.get("image_size", 224),
     }
 
 
@@ -201,7 +214,11 @@ def _load_transformers_folder(folder: Path) -> tuple[dict[str, torch.Tensor], di
             state_dict.update(torch.load(path, map_location="cpu", weights_only=True))
     if not state_dict:
         raise ConversionError(f"No weights (*.safetensors or pytorch_model*.bin) in {folder}.")
-    meta = {"CLASSES": [config["id2label"][str(i)] for i in range(len(config["id2label"]))]} if config.get("id2label") else {}
+    meta = (
+        {"CLASSES": [config["id2label"][str(i)] for i in range(len(config["id2label"]))]}
+        if config.get("id2label")
+        else {}
+    )
     return _transformers_to_official(state_dict), meta, _transformers_official_args(config)
 
 
@@ -234,20 +251,49 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
     return state_dict, meta, None
 
 
+def _pickled_callables(path: Path) -> list[str]:
+    """The callables a plain (not torch.save's zip) pickle file would call when unpickled, read from its opcodes
+    without running anything; [] for a file that is not such a pickle."""
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return []
+    found, strings = [], []
+    try:
+        with open(path, "rb") as file:
+            for opcode, argument, _ in pickletools.genops(file):
+                if opcode.name == "GLOBAL":
+                    found.append(str(argument).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(".".join(strings[-2:]))
+                elif isinstance(argument, str):
+                    strings.append(argument)
+    except Exception:  # not a pickle, or a damaged one: nothing to name
+        return found
+    return found
+
+
 def _unreadable_checkpoint_message(path: Path, error: Exception) -> str:
     """Why `torch.load(path, weights_only=True)` failed, in the user's terms. torch's own message advises loading
     with `weights_only=False` -- running the file's code -- even for random bytes: never passed on."""
     text = str(error)
-    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    if unpickler is not None and unpickler[1].startswith("Unsupported global"):
-        found = re.search(r"GLOBAL ([\w.]+)", unpickler[1])
+    safe_loading = (
+        "pvt-hf reads checkpoints with torch.load(weights_only=True), which accepts only tensors, numbers, strings "
+        "and containers of them, because unpickling anything else can run code from the file"
+    )
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    callables = [found[1]] if found else _pickled_callables(path) if "Weights only load failed" in text else []
+    if callables:
+        blocked = found is None or re.search(r"whose module ([\w.]+) is blocked", text)
+        danger = f": loading it would call {callables[0]}, running code" if blocked else ""
         return (
-            f"{path} holds Python objects besides tensors ({found[1] if found else 'unsupported global'}); pvt-hf "
-            "reads only checkpoints of tensors, numbers and strings, because unpickling other objects can run code. "
-            "Save the state dict alone: torch.save(model.state_dict(), path)."
+            f"{path} was refused as unsafe{danger}. It holds a Python object ({callables[0]}) besides tensors; "
+            f"{safe_loading}. Save the state dict alone: torch.save(model.state_dict(), path)."
         )
-    detail = "" if unpickler is not None or "weights_only" in text else ": " + (text.strip().splitlines() or [""])[0]
-    return f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another format){detail}"
+    reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    detail = reason[1].strip() if reason else f"{type(error).__name__}: {(text.strip().splitlines() or [''])[0]}"
+    return f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another format): {detail}"
 
 
 def load_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -267,10 +313,18 @@ def load_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
         if isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]
             break
+    else:
+        wrapper = None
     state_dict = {key.removeprefix("module."): value for key, value in checkpoint.items()}
+    if not state_dict:
+        where = f"its `{wrapper}` entry is empty" if wrapper else "it is an empty dict"
+        raise ConversionError(f"{path} holds no weights: {where}; expected a state dict of the model's tensors.")
     not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors or not state_dict:
-        raise ConversionError(f"{path} is not a state dict of tensors (non-tensor entries: {not_tensors[:5]}).")
+    if not_tensors:
+        raise ConversionError(
+            f"{path} is not a state dict of tensors: {len(not_tensors)} entries are no tensors "
+            f"({', '.join(map(repr, not_tensors[:5]))}{', ...' if len(not_tensors) > 5 else ''})."
+        )
     return state_dict, meta
 
 
@@ -417,9 +471,31 @@ def architecture_from_state_dict(state_dict: dict[str, torch.Tensor], task: str)
 
 
 _OFFICIAL_PER_STAGE = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios")
-_OFFICIAL_COUNTS = ("num_classes", "patch_size", "img_size", "in_chans", "num_stages", "neck_out_channels", "head_channels")
+_OFFICIAL_COUNTS = (
+    "num_classes",
+    "patch_size",
+    "img_size",
+    "in_chans",
+    "num_stages",
+    "neck_out_channels",
+    "head_channels",
+)
 _OFFICIAL_FLAGS = ("linear", "qkv_bias")
 OFFICIAL_ARG_NAMES = (*_OFFICIAL_PER_STAGE, *_OFFICIAL_COUNTS, *_OFFICIAL_FLAGS, "layer_norm_eps")
+_OFFICIAL_TO_CONFIG = {  # the `PvtConfig` setting whose bounds (`configuration_pvt.LIMITS`) each count takes
+    "embed_dims": "hidden_sizes",
+    "num_heads": "num_attention_heads",
+    "mlp_ratios": "mlp_ratios",
+    "depths": "depths",
+    "sr_ratios": "sr_ratios",
+    "num_classes": "num_labels",
+    "patch_size": "patch_sizes",
+    "img_size": "image_size",
+    "in_chans": "num_channels",
+    "num_stages": "num_stages",
+    "neck_out_channels": "neck_hidden_size",
+    "head_channels": "decoder_hidden_size",
+}
 
 
 def _is_positive(value, kinds=(int,)) -> bool:
@@ -445,13 +521,19 @@ def validate_official_args(args) -> dict:
         kinds = (int, float) if name == "mlp_ratios" else (int,)
         values = args.get(name, [1])
         if not isinstance(values, list) or not values or not all(_is_positive(value, kinds) for value in values):
-            problems.append(f"{name} must be a list of positive {'numbers' if name == 'mlp_ratios' else 'integers'}, one per stage, got {values!r}")
+            problems.append(
+                f"{name} must be a list of positive {'numbers' if name == 'mlp_ratios' else 'integers'}, one per stage, got {values!r}"
+            )
+        elif (problem := out_of_range(_OFFICIAL_TO_CONFIG[name], values)) is not None:
+            problems.append(f"{name} {problem}")  # PvtConfig's bounds, checked before the checkpoint is read
     lengths = {name: len(args[name]) for name in _OFFICIAL_PER_STAGE if isinstance(args.get(name), list)}
     if len(set(lengths.values())) > 1:
         problems.append(f"the per-stage lists must have one length, got {lengths}")
     for name in _OFFICIAL_COUNTS:
         if name in args and not _is_positive(args[name]):
             problems.append(f"{name} must be a positive integer, got {args[name]!r}")
+        elif name in args and (problem := out_of_range(_OFFICIAL_TO_CONFIG[name], args[name])) is not None:
+            problems.append(f"{name} {problem}")
     if "num_stages" in args and lengths and args["num_stages"] not in lengths.values():
         problems.append(f"num_stages {args['num_stages']!r} does not match the per-stage lists {lengths}")
     for name in _OFFICIAL_FLAGS:
@@ -496,38 +578,88 @@ def config_from_official_args(args: dict, state_dict: dict[str, torch.Tensor], t
         raise ConversionError(f"--official-args do not describe a valid PVT: {error}") from error
 
 
-def config_from_variant(variant: str, state_dict: dict[str, torch.Tensor], task: str) -> PvtConfig:
-    """The preset's config, with the label count (and head sizes) the checkpoint has; refuses a checkpoint whose
-    shapes do not fit the preset."""
-    preset = normalize_variant(variant)
-    detected = architecture_from_state_dict(state_dict, task)
+def _variant_mismatches(preset: str, detected: dict) -> list[str]:
     expected = PvtConfig.from_preset(preset)
-    mismatches = [
+    return [
         f"{name}: checkpoint {detected[name]}, {preset} {getattr(expected, name)}"
         for name in ("version", "linear_attention", "hidden_sizes", "depths", "mlp_ratios", "sr_ratios")
         if detected[name] != getattr(expected, name)
     ]
-    if mismatches:
-        raise ConversionError(f"The checkpoint is not a {preset}: " + "; ".join(mismatches))
+
+
+def _preset_config(preset: str, detected: dict) -> PvtConfig:
     overrides = {
         key: detected[key]
         for key in ("num_labels", "neck_hidden_size", "decoder_hidden_size", "image_size", "qkv_bias")
         if key in detected
     }
-    return PvtConfig.from_preset(preset, **overrides)
+    try:
+        return PvtConfig.from_preset(preset, **overrides)
+    except ValueError as error:  # e.g. a head of more classes than PvtConfig accepts
+        raise ConversionError(f"The checkpoint's shapes do not describe a valid {preset}: {error}") from error
+
+
+# A checkpoint that differs from a preset in at most this many tensors' shapes is taken for that preset with
+# damaged or edited weights, and the tensors are named (rather than the architecture settings they would imply).
+_FEW_WRONG_SHAPES = 5
+
+
+def _wrong_shapes(state_dict: dict[str, torch.Tensor], task: str, preset: str, detected: dict) -> list[str] | None:
+    """The checkpoint's tensors whose shapes differ from a `preset` model's (`name: checkpoint (..), preset (..)`),
+    or None when the two do not even hold the same weights."""
+    if detected["depths"] != PRESETS[preset]["depths"]:  # other layers: not the same weights
+        return None
+    try:
+        config = _preset_config(preset, detected)
+    except ConversionError:
+        return None
+    with torch.device("meta"):
+        model = _model_class(task)(config)
+    expected = {official_key(key, task): value.shape for key, value in model.state_dict().items()}
+    if set(expected) != set(state_dict):
+        return None
+    return [
+        f"{key}: checkpoint {tuple(value.shape)}, {preset} {tuple(expected[key])}"
+        for key, value in state_dict.items()
+        if value.shape != expected[key]
+    ]
+
+
+def _name_wrong_shapes(state_dict: dict[str, torch.Tensor], task: str, presets, detected: dict) -> str:
+    """`: <tensors>` when the checkpoint is one of `presets` but for a few wrong-shaped tensors, else ''."""
+    fits = {preset: _wrong_shapes(state_dict, task, preset, detected) for preset in presets}
+    fits = {preset: wrong for preset, wrong in fits.items() if wrong and len(wrong) <= _FEW_WRONG_SHAPES}
+    if not fits:
+        return ""
+    preset = min(fits, key=lambda name: len(fits[name]))
+    wrong = fits[preset]
+    return (
+        f". Its other weights fit a {preset}, but {len(wrong)} {'tensor has' if len(wrong) == 1 else 'tensors have'} "
+        "the wrong shape (damaged or edited?): " + "; ".join(wrong)
+    )
+
+
+def config_from_variant(variant: str, state_dict: dict[str, torch.Tensor], task: str) -> PvtConfig:
+    """The preset's config, with the label count (and head sizes) the checkpoint has; refuses a checkpoint whose
+    shapes do not fit the preset, naming the tensors when only a few differ."""
+    preset = normalize_variant(variant)
+    detected = architecture_from_state_dict(state_dict, task)
+    mismatches = _variant_mismatches(preset, detected)
+    if mismatches:
+        raise ConversionError(
+            f"--variant {variant}: the checkpoint is not a {preset}: "
+            + "; ".join(mismatches)
+            + _name_wrong_shapes(state_dict, task, [preset], detected)
+        )
+    return _preset_config(preset, detected)
 
 
 def detect_variants(state_dict: dict[str, torch.Tensor], task: str) -> list[str]:
     """The presets whose architecture fits the checkpoint's shapes."""
-    architecture_from_state_dict(state_dict, task)  # a checkpoint that fits none for a reason of its own says so here
-    candidates = []
-    for preset in PRESETS:
-        try:
-            config_from_variant(preset, state_dict, task)
-        except ConversionError:
-            continue
-        candidates.append(preset)
-    return candidates
+    detected = architecture_from_state_dict(
+        state_dict, task
+    )  # a checkpoint that fits none for a reason of its own says so here
+    return [preset for preset in PRESETS if not _variant_mismatches(preset, detected)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -554,13 +686,25 @@ def convert_state_dict(
         for key, value in converted.items()
         if value.shape != expected[key].shape
     ]
+    wrong_dtype = [
+        f"{sources[key]}: checkpoint {str(value.dtype).removeprefix('torch.')}, expected floating point"
+        for key, value in converted.items()
+        if expected[key].is_floating_point() and not value.is_floating_point()
+    ]
     problems = []
     if unused:
         problems.append(f"{len(unused)} checkpoint weights have no place in the model: {sorted(unused)}")
     if missing:
-        problems.append(f"{len(missing)} weights the model needs are missing from the checkpoint: {', '.join(missing)}")
+        problems.append(
+            f"{len(missing)} weights the model needs are missing from the checkpoint: {', '.join(missing)}"
+        )
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} weights have the wrong shape: {wrong_shape}")
+    if wrong_dtype:
+        problems.append(
+            f"{len(wrong_dtype)} weights are not floating-point tensors (float32, float16 or bfloat16): "
+            + ", ".join(wrong_dtype)
+        )
     if problems:
         raise ConversionError("The checkpoint does not match the model. " + " | ".join(problems))
     not_finite = [
@@ -570,7 +714,9 @@ def convert_state_dict(
     ]
     if not_finite:
         raise ConversionError(f"The checkpoint holds NaN or infinite values, in {', '.join(not_finite)}: refused.")
-    return {key: value.to(expected[key].dtype) if value.is_floating_point() else value for key, value in converted.items()}
+    return {
+        key: value.to(expected[key].dtype) if value.is_floating_point() else value for key, value in converted.items()
+    }
 
 
 def load_label_names(name: str) -> list[str]:
@@ -605,6 +751,15 @@ def convert_checkpoint(
     )
 
 
+def _model_class(task: str) -> type:
+    from ..modeling_pvt import PvtBackbone, PvtForImageClassification
+    from ..modeling_pvt_segmentation import PvtForSemanticSegmentation
+
+    return {"semantic-segmentation": PvtForSemanticSegmentation, "backbone": PvtBackbone}.get(
+        task, PvtForImageClassification
+    )
+
+
 def convert_official_state_dict(
     state_dict: dict[str, torch.Tensor],
     meta: dict | None = None,
@@ -619,9 +774,6 @@ def convert_official_state_dict(
     A detection checkpoint (task `backbone`) becomes a `PvtBackbone` returning all four stages; its neck and heads
     are left out, counted by prefix in `report["left_out"]` (see `left_out_summary`). `source`: the file's name, for
     messages."""
-    from .modeling_pvt import PvtBackbone, PvtForImageClassification
-    from .modeling_pvt_segmentation import PvtForSemanticSegmentation
-
     detected_task = detect_task(state_dict)
     if task is not None and task != detected_task:
         hint = (
@@ -645,10 +797,15 @@ def convert_official_state_dict(
         if variant is None:
             candidates = detect_variants(state_dict, task)
             if len(candidates) != 1:
+                wrong_shapes = (
+                    ""
+                    if candidates
+                    else _name_wrong_shapes(state_dict, task, PRESETS, architecture_from_state_dict(state_dict, task))
+                )
                 raise ConversionError(
                     "Cannot tell the variant from the checkpoint's shapes "
                     + (f"(candidates: {', '.join(candidates)})" if candidates else "(no released variant fits)")
-                    + "; pass --variant NAME or --official-args JSON."
+                    + (wrong_shapes or "; pass --variant NAME or --official-args JSON.")
                 )
             variant = candidates[0]
             report["detected_variant"] = variant
@@ -660,11 +817,8 @@ def convert_official_state_dict(
     if names is not None:
         config.id2label = dict(enumerate(names))
         config.label2id = {name: index for index, name in enumerate(names)}
-    model_class = {"semantic-segmentation": PvtForSemanticSegmentation, "backbone": PvtBackbone}.get(
-        task, PvtForImageClassification
-    )
     with torch.device("meta"):
-        model = model_class(config)
+        model = _model_class(task)(config)
     weights = convert_state_dict(state_dict, model, task)
     model.load_state_dict(weights, strict=True, assign=True)
     model.eval()

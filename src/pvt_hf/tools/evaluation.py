@@ -3,12 +3,16 @@
 
 * `evaluate(model, data, ...)`: what `pvt-hf evaluate MODEL DATA` runs. The model (a folder or Hub id, loaded with the
   Auto classes) decides the task; DATA is read accordingly; returns the result document (a JSON-ready dict).
-* `evaluate_classification(model, processor, dataset, ...)`: top-1 / top-5 accuracy (%) with the given processor.
-* `evaluate_segmentation(model, processor, dataset, ...)`: mIoU, mAcc, aAcc and per-class IoU / accuracy (%) with
+* `evaluate_classification(model, processor, dataset, ...)`: top-1 / top-5 accuracy with the given processor.
+* `evaluate_segmentation(model, processor, dataset, ...)`: mIoU, mAcc, aAcc and per-class IoU / accuracy with
   mmseg's test procedure: whole-image or sliding-window inference, optionally multi-scale and flipped.
 * Dataset readers: `ImageFolderSource` (`ROOT/<class name>/<image files>`), `DatasetsSource` (a `datasets` dataset,
   or a folder saved with `save_to_disk`), `Ade20kSource` (the `ADEChallengeData2016` layout). Each has `len()`,
   `load(index) -> (RGB image, label)` and `describe(index)` (the file names, for error messages).
+* `read_image(path)`: the one image reader of the command line, the evaluation and the examples (8-bit RGB, 16-bit
+  files at full range, as the image processor reads them).
+
+Accuracies and IoUs are fractions in [0, 1] (as the examples' `all_results.json` reports them), not percentages.
 
 Several processes (`accelerate launch`, or `ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node N` on CPUs)
 each evaluate their share of the data, through accelerate's prepared data loader; the per-sample results are joined
@@ -26,7 +30,7 @@ mmseg's test procedure (`EncoderDecoder.inference`, `slide_inference`, `aug_test
   image side shorter than CROP is taken whole, mmseg pads nothing).
 * Those logits are resized bilinearly to the annotation's size, turned into probabilities (softmax), flipped back
   for a flipped copy; the probabilities of all scales and flips are averaged, and the arg-max is the prediction.
-* The metric is the library's streaming confusion matrix (`pvt_hf.metrics`): all pixels of all images pooled, ADE20K's
+* The metric is the library's streaming confusion matrix (`pvt_hf.tools.metrics`): all pixels of all images pooled, ADE20K's
   `reduce_zero_label` (annotation 0 ignored, every other class k becomes k - 1).
 """
 
@@ -44,8 +48,9 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from .image_processing_pvt import IGNORE_INDEX
+from ..image_processing_pvt import IGNORE_INDEX, PvtHfImageProcessor, _open_image
 from .metrics import confusion_matrix, scores_from_confusion_matrix
+
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,9 @@ __all__ = [
     "load_model",
     "model_task",
     "read_classification_data",
+    "read_image",
     "read_segmentation_data",
+    "rgb_image",
     "segmentation_logits",
     "segmentation_scores",
     "sliding_windows",
@@ -76,13 +83,34 @@ DEFAULT_BATCH_SIZE = 32
 
 
 # ---------------------------------------------------------------------------------------------------------- reading
+_RGB_CONVERTER = PvtHfImageProcessor()  # its `process_image` is the one conversion of any input to 8-bit RGB
+
+
+def rgb_image(image: PIL.Image.Image | np.ndarray, name: str = "image") -> PIL.Image.Image:
+    """An image (PIL, or an (H, W[, C]) array) as an 8-bit RGB PIL image, converted as the image processor converts
+    its inputs: 16-bit data (mode I;16, uint16 arrays) and float data scaled to 8 bits at full range (not clipped at
+    255 as `convert("RGB")` clips them), grayscale and palette images expanded to RGB, alpha composited on white.
+    Mode I holding values in [0, 65535] is 16-bit data too (no 8-bit file decodes to mode I; older Pillow decodes
+    16-bit PNGs so)."""
+    if isinstance(image, PIL.Image.Image) and image.mode == "I":
+        values = np.asarray(image)
+        if values.size and 0 <= values.min() and values.max() <= 65535:
+            image = values.astype(np.uint16)
+    converted = _RGB_CONVERTER.process_image(image, do_convert_rgb=True, name=name)
+    return converted if isinstance(converted, PIL.Image.Image) else PIL.Image.fromarray(converted)
+
+
 def read_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """The image file as an RGB image, decoded now; a damaged, truncated or unknown file is an `OSError` naming it."""
+    """The image file as an 8-bit RGB image, decoded now (EXIF orientation applied, 16-bit files at full range:
+    `rgb_image`); a missing, damaged, truncated or unknown file is an `OSError` naming it."""
     try:
-        with PIL.Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise OSError(f"cannot read the image file {path}: {' '.join(str(error).split())}") from error
+        image = rgb_image(_open_image(os.fspath(path), str(path), keep_mode=True), str(path))
+    except (OSError, SyntaxError, ValueError) as error:
+        reason = error.__cause__ or error  # the decoder's own words, without the loader's prefix
+        message = " ".join(str(reason).split()).replace(f"`{path}`: ", "")
+        raise OSError(f"cannot read the image file {path}: {message}") from error
+    image.filename = str(path)  # as Pillow names an opened file: the image processor's errors name it
+    return image
 
 
 def read_label_map(path: str | os.PathLike) -> np.ndarray:
@@ -104,7 +132,9 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _match_labels(names: Sequence[str], label2id: Mapping[str, int], num_labels: int, what: str) -> tuple[list[int], str]:
+def _match_labels(
+    names: Sequence[str], label2id: Mapping[str, int], num_labels: int, what: str
+) -> tuple[list[int], str]:
     """Label ids for the data's class names: the model's ids by name when every name is one of its labels, else the
     position in `names` (sorted folders, a ClassLabel's order); some names matching and others not is an error."""
     matching = [name for name in names if name in label2id]
@@ -138,7 +168,9 @@ class ImageFolderSource:
         self.root = root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"DATA: no such directory: {root}")
-        self.classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+        self.classes = sorted(
+            entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+        )
         if not self.classes:
             raise FileNotFoundError(
                 f"{root} has no class sub-folders; expected {root}/<class name>/<image files> (one folder per class, "
@@ -157,7 +189,11 @@ class ImageFolderSource:
                 nested = any(entry.is_dir() for entry in (root / name).iterdir())
                 raise FileNotFoundError(
                     f"the class folder {root / name} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
-                    + (f"; it holds folders: is {root} one level above the class folders (see --split)?" if nested else "")
+                    + (
+                        f"; it holds folders: is {root} one level above the class folders (see --split)?"
+                        if nested
+                        else ""
+                    )
                 )
             self.samples += [(path, label) for path in files]
 
@@ -173,28 +209,64 @@ class ImageFolderSource:
 
 
 class DatasetsSource:
-    """Rows of a `datasets.Dataset` with an image column (`image` or `img`) and a label column (`label` or `labels`).
+    """Rows of a `datasets.Dataset` with an image column (`image_column`; by default `image` or `img`) and a label
+    column (`label_column`; by default `label` or `labels`).
 
     A `ClassLabel` column's names are matched to the model's labels as `ImageFolderSource` matches folder names; plain
     integers are taken as the model's label ids."""
 
-    def __init__(self, dataset, label2id: Mapping[str, int], num_labels: int, what: str = "the dataset"):
+    def __init__(
+        self,
+        dataset,
+        label2id: Mapping[str, int],
+        num_labels: int,
+        what: str = "the dataset",
+        image_column: str | None = None,
+        label_column: str | None = None,
+    ):
         import datasets
 
         columns = dataset.column_names
-        self.image_column = next((c for c in IMAGE_COLUMNS if c in columns), None)
-        self.label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
+        for kind, name in (("image_column", image_column), ("label_column", label_column)):
+            if name is not None and name not in columns:
+                raise ValueError(f"{kind} {name!r}: {what} has no such column (columns: {columns})")
+        self.image_column = image_column or next((c for c in IMAGE_COLUMNS if c in columns), None)
+        self.label_column = label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
         if self.image_column is None or self.label_column is None:
             raise ValueError(
                 f"{what} has the columns {columns}; expected an image column ({' or '.join(IMAGE_COLUMNS)}) and a label "
                 f"column ({' or '.join(LABEL_COLUMNS)})"
             )
-        self.dataset, self.what, self.num_labels = dataset, what, num_labels
+        self.dataset, self.what, self.num_labels, self.split = dataset, what, num_labels, None
+        if len(dataset) == 0:
+            raise ValueError(f"{what} holds no rows (an empty dataset)")
+        image_feature = dataset.features[self.image_column]
+        if isinstance(image_feature, datasets.Value):  # strings (file paths?) or numbers, not images
+            raise ValueError(
+                f"the {self.image_column!r} column of {what} holds {image_feature.dtype} values (row 0: "
+                f"{dataset[0][self.image_column]!r}); expected images (a datasets.Image column; file paths become one "
+                f"with dataset.cast_column({self.image_column!r}, datasets.Image()))"
+            )
         feature = dataset.features[self.label_column]
         self.id_map, self.label_mapping = None, "dataset-ids"
         if isinstance(feature, datasets.ClassLabel):
-            ids, self.label_mapping = _match_labels(feature.names, label2id, num_labels, f"the {self.label_column!r} names of {what}")
+            ids, self.label_mapping = _match_labels(
+                feature.names, label2id, num_labels, f"the {self.label_column!r} names of {what}"
+            )
             self.id_map = ids if self.label_mapping == "by-name" else None
+        elif not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+            kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__
+            hint = (
+                f"; class names become a ClassLabel (matched to the model's labels by name) with "
+                f"dataset.class_encode_column({self.label_column!r})"
+                if kind in ("string", "large_string")
+                else ""
+            )
+            raise ValueError(
+                f"the {self.label_column!r} column of {what} holds {kind} values (row 0: "
+                f"{dataset[0][self.label_column]!r}); expected integer class ids (the model's label ids) or a "
+                f"datasets.ClassLabel{hint}"
+            )
 
     @classmethod
     def from_disk(cls, path: str | os.PathLike, split: str | None, label2id: Mapping[str, int], num_labels: int):
@@ -202,35 +274,68 @@ class DatasetsSource:
         "validation", else "test", else its only split)."""
         import datasets
 
-        loaded = datasets.load_from_disk(str(path))
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except (IndexError, ValueError, OSError, KeyError) as error:  # datasets cannot load a saved empty dataset
+            empty = [
+                state.parent for state in Path(path).rglob("state.json") if '"_data_files": []' in state.read_text()
+            ]
+            if empty:
+                raise ValueError(f"{empty[0]} holds no rows (an empty dataset)") from error
+            raise ValueError(f"DATA {path}: cannot read it as a datasets folder (save_to_disk): {error}") from error
         if isinstance(loaded, datasets.DatasetDict):
             splits = list(loaded)
             if split is None:
-                split = next((s for s in ("validation", "test") if s in splits), splits[0] if len(splits) == 1 else None)
+                split = next(
+                    (s for s in ("validation", "test") if s in splits), splits[0] if len(splits) == 1 else None
+                )
                 if split is None:
                     raise ValueError(f"{path} has the splits {splits}; choose one with --split")
             if split not in splits:
                 raise ValueError(f"--split: {path} has no split {split!r} (splits: {splits})")
-            return cls(loaded[split], label2id, num_labels, what=f"{path} (split {split!r})")
+            source = cls(loaded[split], label2id, num_labels, what=f"{path} (split {split!r})")
+            source.split = split
+            return source
         if split is not None:
-            raise ValueError(f"--split {split!r}: {path} is a single dataset (saved from a Dataset, not a DatasetDict)")
+            raise ValueError(
+                f"--split {split!r}: {path} is a single dataset (saved from a Dataset, not a DatasetDict)"
+            )
         return cls(loaded, label2id, num_labels, what=str(path))
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def load(self, index: int) -> tuple[PIL.Image.Image, int]:
+        where = f"row {index} of {self.what}"
         try:  # the Image feature decodes the file when the row is read
             row = self.dataset[index]
             image = row[self.image_column]
-            image = image if isinstance(image, PIL.Image.Image) else PIL.Image.fromarray(np.asarray(image, np.uint8))
-            image = image.convert("RGB")
         except (OSError, SyntaxError, ValueError, TypeError) as error:
-            raise OSError(f"cannot read the image of row {index} of {self.what} ({self.describe(index)}): {error}") from error
-        label = int(row[self.label_column])
-        label = self.id_map[label] if self.id_map is not None else label
+            raise OSError(f"cannot read the image of {where} ({self.describe(index)}): {error}") from error
+        if not isinstance(image, (PIL.Image.Image, np.ndarray, list)):
+            raise ValueError(f"{where}: the {self.image_column!r} column holds {image!r}; expected an image")
+        try:
+            image = rgb_image(
+                np.asarray(image) if isinstance(image, list) else image, f"{self.image_column} of {where}"
+            )
+        except (OSError, ValueError) as error:
+            raise OSError(f"cannot read the image of {where} ({self.describe(index)}): {error}") from error
+        label = row[self.label_column]
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise ValueError(
+                f"{where}: the {self.label_column!r} column holds {label!r}; expected an integer class id"
+            )
+        label = int(label)
+        if self.id_map is not None:
+            if not 0 <= label < len(self.id_map):  # -1: a ClassLabel's "no label"
+                raise ValueError(
+                    f"{where}: the {self.label_column!r} column holds {label}, not one of its {len(self.id_map)} classes"
+                )
+            label = self.id_map[label]
         if not 0 <= label < self.num_labels:
-            raise ValueError(f"row {index} of {self.what} has label {label}; the model's labels are 0 .. {self.num_labels - 1}")
+            raise ValueError(
+                f"{where}: the {self.label_column!r} column holds label {label}; the model's labels are 0 .. {self.num_labels - 1}"
+            )
         return image, label
 
     def describe(self, index: int) -> str:
@@ -240,7 +345,12 @@ class DatasetsSource:
         try:
             raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[index][self.image_column]
             return f"row {index}: {raw.get('path') or 'image bytes in the dataset'}"
-        except (KeyError, TypeError, ValueError, AttributeError):  # not an Image column: the row number is all there is
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ):  # not an Image column: the row number is all there is
             return f"row {index}"
 
 
@@ -267,6 +377,7 @@ class Ade20kSource:
                 + (f" ({len(missing)} images have none)" if len(missing) > 1 else "")
             )
         self.pairs = [(p, annotation_dir / f"{p.stem}.png") for p in images]
+        self.split = split
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -310,12 +421,25 @@ def _is_datasets_folder(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def read_classification_data(data: str | os.PathLike, label2id: Mapping[str, int], num_labels: int, split: str | None = None):
-    """DATA for a classifier: a `save_to_disk` folder (`DatasetsSource`), else an image folder (`ImageFolderSource`)
-    of `data/split` when `split` is given, of `data` otherwise."""
+def check_data_folder(data: str | os.PathLike) -> None:
+    """DATA must be a folder (every dataset layout read here is one); a file or a missing path is named."""
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"DATA: no such file or directory: {data}")
+    if not data.is_dir():
+        raise NotADirectoryError(
+            f"DATA {data} is a file; expected a folder: an image folder (DATA/<class name>/<images>) or a datasets "
+            "folder (save_to_disk) for a classifier, an ADE20K folder (images/, annotations/) for a segmentation model"
+        )
+
+
+def read_classification_data(
+    data: str | os.PathLike, label2id: Mapping[str, int], num_labels: int, split: str | None = None
+):
+    """DATA for a classifier: a `save_to_disk` folder (`DatasetsSource`), else an image folder (`ImageFolderSource`)
+    of `data/split` when `split` is given, of `data` otherwise."""
+    data = Path(data)
+    check_data_folder(data)
     if _is_datasets_folder(data):
         return DatasetsSource.from_disk(data, split, label2id, num_labels)
     root = data / split if split is not None else data
@@ -327,10 +451,7 @@ def read_classification_data(data: str | os.PathLike, label2id: Mapping[str, int
 def read_segmentation_data(data: str | os.PathLike, split: str | None = None) -> Ade20kSource:
     """DATA for a segmentation model: an ADE20K-layout folder, split "validation" unless `split` says otherwise."""
     data = Path(data)
-    if not data.exists():
-        raise FileNotFoundError(f"DATA: no such file or directory: {data}")
-    if not data.is_dir():
-        raise NotADirectoryError(f"DATA: {data} is not a folder; expected the ADE20K layout (images/, annotations/)")
+    check_data_folder(data)
     return Ade20kSource(data, split or "validation")
 
 
@@ -341,9 +462,10 @@ TASK_AUTO_CLASSES = {
 }
 
 
-def model_task(config) -> str:
-    """"image-classification" or "semantic-segmentation": the task whose Auto class builds `config.architectures`
-    (through transformers' mappings, or the `auto_map` of remote code). Other models are a `ValueError`."""
+def model_task(config, argument: str = "MODEL", command: str = "pvt-hf evaluate") -> str:
+    """ "image-classification" or "semantic-segmentation": the task whose Auto class builds `config.architectures`
+    (through transformers' mappings, or the `auto_map` of remote code). Other models (a bare `PvtModel`, a
+    `PvtBackbone`, ...) are a `ValueError` naming `argument` and what `command` takes."""
     import transformers
 
     architectures = set(getattr(config, "architectures", None) or [])
@@ -359,22 +481,34 @@ def model_task(config) -> str:
             names.add(str(auto_map[auto_name]).rsplit(".", 1)[-1])
         if names & architectures:
             return task
-    described = ", ".join(sorted(architectures)) or f"a {config.model_type} model without `architectures` in its config"
+    described = (
+        ", ".join(sorted(architectures)) or f"a {config.model_type} model without `architectures` in its config"
+    )
     raise ValueError(
-        f"MODEL is {described}; pvt-hf evaluate takes image classifiers (AutoModelForImageClassification) and semantic "
-        "segmentation models (AutoModelForSemanticSegmentation)"
+        f"{argument} {getattr(config, 'name_or_path', '') or ''} is {described}, which has no classification or "
+        f"segmentation head; {command} takes image "
+        "classifiers (AutoModelForImageClassification) and semantic segmentation models "
+        "(AutoModelForSemanticSegmentation)"
     )
 
 
-def load_model(model: str, dtype: str | torch.dtype | None = None, trust_remote_code: bool = False):
+def load_model(
+    model: str,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    argument: str = "MODEL",
+    command: str = "pvt-hf evaluate",
+):
     """`(model, image processor, task)` of a model folder or Hub id, loaded with the Auto classes (in eval mode).
+    The config's `architectures` decide the task (`model_task`; `argument` and `command` name them in its error);
+    a checkpoint that lacks weights of the model (a head that would be initialised at random) is a `ValueError`.
 
-    `dtype`: a torch dtype or a name of `pvt_hf.hub.DTYPES` ("bf16", "float16", ...) for the weights; default: as
+    `dtype`: a torch dtype or a name of `pvt_hf.tools.hub.DTYPES` ("bf16", "float16", ...) for the weights; default: as
     saved. A pvt-hf folder without a saved image processor gets the official transform of its task (logged)."""
     import transformers
     from transformers import AutoConfig, AutoImageProcessor
 
-    from . import PvtConfig, PvtImageProcessor
+    from .. import PvtConfig, PvtImageProcessor
     from .hub import DTYPES
 
     if isinstance(dtype, str):
@@ -382,15 +516,26 @@ def load_model(model: str, dtype: str | torch.dtype | None = None, trust_remote_
             raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
     config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    task = model_task(config)
+    task = model_task(config, argument, command)
     auto_class = getattr(transformers, TASK_AUTO_CLASSES[task])
-    loaded = auto_class.from_pretrained(model, trust_remote_code=trust_remote_code, **({"dtype": dtype} if dtype else {}))
+    loaded, loading_info = auto_class.from_pretrained(
+        model, trust_remote_code=trust_remote_code, output_loading_info=True, **({"dtype": dtype} if dtype else {})
+    )
+    missing = sorted(loading_info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(
+            f"{argument} {model}: its weights lack {len(missing)} tensors of {type(loaded).__name__} "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}), which would be random; give a folder "
+            "saved from this model class"
+        )
     try:
         processor = AutoImageProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         if not isinstance(config, PvtConfig):
-            raise ValueError(f"MODEL {model}: cannot load its image processor ({error})") from error
-        processor = PvtImageProcessor.for_semantic_segmentation() if task == "semantic-segmentation" else PvtImageProcessor()
+            raise ValueError(f"{argument} {model}: cannot load its image processor ({error})") from error
+        processor = (
+            PvtImageProcessor.for_semantic_segmentation() if task == "semantic-segmentation" else PvtImageProcessor()
+        )
         logger.warning("%s has no image processor; using the official %s transform", model, task)
     return loaded.eval(), processor, task
 
@@ -420,7 +565,9 @@ def _input_size_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def segmentation_logits(model, pixel_values: torch.Tensor, sliding_window: tuple[int, int] | None = None) -> torch.Tensor:
+def segmentation_logits(
+    model, pixel_values: torch.Tensor, sliding_window: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Segmentation logits `(B, num_labels, H, W)` at the size of `pixel_values` `(B, 3, H, W)`: whole-image
     inference, or with `sliding_window=(crop, stride)` mmseg's `slide_inference` (window logits summed, divided by
     the number of windows covering each pixel). Float32 whatever the model's dtype."""
@@ -603,9 +750,14 @@ def _progress(loader, accelerator):
     return tqdm(loader, desc="evaluating", disable=True if not accelerator.is_local_main_process else None)
 
 
+def _label2id(config) -> dict[str, int]:
+    """The config's label2id, else the inverse of its id2label (a config given only id2label may store no label2id)."""
+    return config.label2id or {str(name): int(index) for index, name in (config.id2label or {}).items()}
+
+
 def _check_dataset(dataset, model, what: str):
     if not hasattr(dataset, "load"):  # a `datasets.Dataset`
-        dataset = DatasetsSource(dataset, model.config.label2id, model.config.num_labels)
+        dataset = DatasetsSource(dataset, _label2id(model.config), model.config.num_labels)
     if len(dataset) == 0:
         raise ValueError(f"{what} holds no samples")
     return dataset
@@ -622,7 +774,7 @@ def evaluate_classification(
     accelerator=None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Top-1 and top-5 accuracy (%) of an image classifier on `dataset` (a source of this module, or a
+    """Top-1 and top-5 accuracy (fractions in [0, 1]) of an image classifier on `dataset` (a source of this module, or a
     `datasets.Dataset`), with `processor` (the model's image processor) as the evaluation transform.
 
     Top-5 is top-`min(5, num_labels)`. Returns `top1_accuracy`, `top5_accuracy`, `num_samples`, `num_processes`.
@@ -634,7 +786,9 @@ def evaluate_classification(
     dataset = _check_dataset(dataset, model, "the dataset")
     model = model.to(device).eval()
     top_k = min(5, model.config.num_labels)
-    loader = _loader(accelerator, _ClassificationItems(dataset, processor), batch_size, _collate_classification, num_workers)
+    loader = _loader(
+        accelerator, _ClassificationItems(dataset, processor), batch_size, _collate_classification, num_workers
+    )
     totals = torch.zeros(3, dtype=torch.int64, device=device)  # samples, top-1 hits, top-k hits
     for batch in _progress(loader, accelerator):
         error, cause = batch.get("error"), None
@@ -646,15 +800,18 @@ def evaluate_classification(
                 hits = torch.stack([best[:, 0] == labels, (best == labels[:, None]).any(dim=-1)], dim=1).long()
             except (ValueError, RuntimeError) as failure:  # an input the model refuses, out of memory, ...
                 first = _describe(dataset, int(batch["index"][0]))
-                error, cause = f"the batch of {len(batch['index'])} samples from {first}: {' '.join(str(failure).split())}", failure
+                error, cause = (
+                    f"the batch of {len(batch['index'])} samples from {first}: {' '.join(str(failure).split())}",
+                    failure,
+                )
         _raise_if_any_failed(accelerator, device, error, cause)
         hits = accelerator.gather_for_metrics(hits)
         totals += torch.cat([hits.new_tensor([len(hits)]), hits.sum(dim=0)])
     samples, top1, top5 = totals.tolist()
     return {
         "num_samples": samples,
-        "top1_accuracy": 100.0 * top1 / samples,
-        "top5_accuracy": 100.0 * top5 / samples,
+        "top1_accuracy": top1 / samples,
+        "top5_accuracy": top5 / samples,
         "top_k": top_k,
         "num_processes": accelerator.num_processes,
     }
@@ -668,16 +825,38 @@ def _check_window(crop: int, stride: int) -> None:
         )
 
 
+def _smallest_input(model) -> int:
+    """The smallest image side a PVT model takes (1 for other models: they say so themselves)."""
+    encoder = getattr(getattr(model, "pvt", None), "encoder", None)
+    return encoder.smallest_size() if hasattr(encoder, "smallest_size") else 1
+
+
+def _check_scales(model, processor, scales: Sequence[float]) -> None:
+    """Every scaled size of the processor must be one the model takes: `--scales 0.001` is named, not the
+    model's complaint about a 1x1 input."""
+    if not scales or any(not (ratio > 0 and math.isfinite(ratio)) for ratio in scales):
+        raise ValueError(f"--scales must be positive ratios, got {list(scales)}")
+    smallest = _smallest_input(model)
+    for ratio in scales:
+        sides = scaled_size(processor.size, ratio)
+        if min(sides.values()) < smallest:
+            raise ValueError(
+                f"--scales {ratio:g}: the image processor's size times {ratio:g} is {sides}, below the smallest input "
+                f"the model takes ({smallest} px); use larger ratios"
+            )
+
+
 def _check_sliding_window(model, sliding_window) -> tuple[int, int] | None:
     """`(crop, stride)` checked against each other and against the smallest input a PVT model takes."""
     if sliding_window is None:
         return None
     crop, stride = (int(v) for v in sliding_window)
     _check_window(crop, stride)
-    encoder = getattr(getattr(model, "pvt", None), "encoder", None)
-    smallest = encoder.smallest_size() if hasattr(encoder, "smallest_size") else 1
+    smallest = _smallest_input(model)
     if crop < smallest:
-        raise ValueError(f"--sliding-window: CROP {crop} is smaller than the smallest input the model takes ({smallest} px)")
+        raise ValueError(
+            f"--sliding-window: CROP {crop} is smaller than the smallest input the model takes ({smallest} px)"
+        )
     return crop, stride
 
 
@@ -695,14 +874,13 @@ def evaluate_segmentation(
     accelerator=None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """mIoU, mAcc, aAcc and per-class IoU / accuracy (%, `None` for a class absent from annotations and
-    predictions) of a semantic segmentation model on `dataset` (`Ade20kSource` or any source of (image, label map)),
+    """mIoU, mAcc, aAcc and per-class IoU / accuracy (fractions in [0, 1]; `None` for a class absent from
+    annotations and predictions) of a semantic segmentation model on `dataset` (`Ade20kSource` or any source of (image, label map)),
     with mmseg's test procedure (see the module docstring): one image at a time, `processor` (the model's image
     processor) at each of `scales` (ratios of its size), with `flip` the mirrored copies too, `sliding_window=(crop,
     stride)` or whole-image inference. `reduce_labels`: ADE20K's reduce_zero_label on the annotations."""
     scales = [float(ratio) for ratio in scales]
-    if not scales or any(not (ratio > 0 and math.isfinite(ratio)) for ratio in scales):
-        raise ValueError(f"--scales must be positive ratios, got {scales}")
+    _check_scales(model, processor, scales)
     sliding_window = _check_sliding_window(model, sliding_window)
     accelerator = _accelerator(accelerator)
     device = _evaluation_device(accelerator, device)
@@ -728,17 +906,17 @@ def evaluate_segmentation(
     scores = scores_from_confusion_matrix(total)
     names = [str(model.config.id2label.get(i, i)) for i in range(num_labels)]
 
-    def percent(value) -> float | None:
+    def fraction(value) -> float | None:
         value = float(value)
-        return None if math.isnan(value) else 100.0 * value
+        return None if math.isnan(value) else value
 
     return {
         "num_samples": samples,
-        "mIoU": percent(scores["mean_iou"]),
-        "mAcc": percent(scores["mean_accuracy"]),
-        "aAcc": percent(scores["overall_accuracy"]),
-        "per_class_iou": {name: percent(v) for name, v in zip(names, scores["per_category_iou"])},
-        "per_class_accuracy": {name: percent(v) for name, v in zip(names, scores["per_category_accuracy"])},
+        "mIoU": fraction(scores["mean_iou"]),
+        "mAcc": fraction(scores["mean_accuracy"]),
+        "aAcc": fraction(scores["overall_accuracy"]),
+        "per_class_iou": {name: fraction(v) for name, v in zip(names, scores["per_category_iou"])},
+        "per_class_accuracy": {name: fraction(v) for name, v in zip(names, scores["per_category_accuracy"])},
         "mode": "slide" if sliding_window else "whole",
         "sliding_window": list(sliding_window) if sliding_window else None,
         "scales": scales,
@@ -776,16 +954,22 @@ def evaluate(
         raise ValueError(f"--max-samples must be at least 1, got {max_samples}")
     if num_workers is not None and num_workers < 0:
         raise ValueError(f"--num-workers must be 0 or more, got {num_workers}")
-    if not Path(data).exists():
-        raise FileNotFoundError(f"DATA: no such file or directory: {data}")
+    check_data_folder(data)
     accelerator = _accelerator()
     loaded, processor, task = load_model(model, dtype, trust_remote_code)
-    segmentation_options = {"--sliding-window": sliding_window, "--scales": scales, "--flip": flip, "--multi-scale-flip": multi_scale_flip or None}
+    segmentation_options = {
+        "--sliding-window": sliding_window,
+        "--scales": scales,
+        "--flip": flip,
+        "--multi-scale-flip": multi_scale_flip or None,
+    }
     if task == "image-classification":
         given = [name for name, value in segmentation_options.items() if value is not None]
         if given:
-            raise ValueError(f"{', '.join(given)}: for semantic segmentation models; MODEL {model} is an image classifier")
-        source = read_classification_data(data, loaded.config.label2id, loaded.config.num_labels, split)
+            raise ValueError(
+                f"{', '.join(given)}: for semantic segmentation models; MODEL {model} is an image classifier"
+            )
+        source = read_classification_data(data, _label2id(loaded.config), loaded.config.num_labels, split)
     else:
         if batch_size not in (None, 1):
             raise ValueError(
@@ -794,28 +978,48 @@ def evaluate(
             )
         source = read_segmentation_data(data, split)
     label_mapping = getattr(source, "label_mapping", None)
+    source_split = getattr(source, "split", split)
     if max_samples is not None:
         source = Subset(source, max_samples)
     if accelerator.is_main_process:
-        logger.info("Evaluating %s (%s) on %d samples of %s on %d process(es)", model, task, len(source), data, accelerator.num_processes)
+        logger.info(
+            "Evaluating %s (%s) on %d samples of %s on %d process(es)",
+            model,
+            task,
+            len(source),
+            data,
+            accelerator.num_processes,
+        )
     if task == "image-classification":
         metrics = evaluate_classification(
-            loaded, processor, source, batch_size=batch_size or DEFAULT_BATCH_SIZE, num_workers=num_workers,
-            accelerator=accelerator, device=device,
-        )  # fmt: skip
+            loaded,
+            processor,
+            source,
+            batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            num_workers=num_workers,
+            accelerator=accelerator,
+            device=device,
+        )
         details = {"label_mapping": label_mapping}
     else:
         metrics = evaluate_segmentation(
-            loaded, processor, source, scales=scales or (MULTI_SCALE_RATIOS if multi_scale_flip else (1.0,)),
-            flip=multi_scale_flip if flip is None else flip, sliding_window=sliding_window,
-            reduce_labels=reduce_labels, num_workers=num_workers, accelerator=accelerator, device=device,
-        )  # fmt: skip
+            loaded,
+            processor,
+            source,
+            scales=scales or (MULTI_SCALE_RATIOS if multi_scale_flip else (1.0,)),
+            flip=multi_scale_flip if flip is None else flip,
+            sliding_window=sliding_window,
+            reduce_labels=reduce_labels,
+            num_workers=num_workers,
+            accelerator=accelerator,
+            device=device,
+        )
         details = {}
     return {
         "task": task,
         "model": str(model),
         "data": str(data),
-        "split": split,
+        "split": source_split,  # the split read (the default one too); None: data without splits
         **details,
         **metrics,
         "dtype": str(loaded.dtype).removeprefix("torch."),

@@ -1,29 +1,36 @@
-"""Offline demo of the main path on a model shipped with the package: `python -m pvt_hf.demo`.
+"""Offline demo of the main path on a model shipped with the package (`pvt-hf demo`, whose options live in
+`pvt_hf_cli/demo.py`: the library never imports the command line).
 
 The shipped model (`pvt_hf/data/digits-demo/`) is a tiny PVT v2 (0.32M parameters, 1.3 MB) trained FROM SCRATCH with
 `examples/finetune_image_classification.py` on scikit-learn's 8x8 handwritten digits (upscaled to 32x32). It is not an
 official PVT checkpoint and knows nothing but the ten digits. The demo
 
 1. writes it as a Hub-ready folder (config with id2label, safetensors weights, image processor, modeling code, model
-   card) with `pvt_hf.hub.write_repo_folder`, which reloads it in a clean process to verify it;
+   card) with `pvt_hf.tools.hub.write_repo_folder`, which reloads it in a clean process to verify it;
 2. loads the folder back with `AutoModelForImageClassification` and `pipeline("image-classification")`;
 3. classifies the held-out digits shipped beside it (never seen in training) and prints the accuracy and images/s.
 
-`python -m pvt_hf.demo --prepare-data DIR` writes the train/test image folders the model was trained and evaluated
+`pvt-hf demo --prepare-data DIR` writes the train/test image folders the model was trained and evaluated
 on (needs scikit-learn), to retrain it with the example script (the command is in benchmarks/RESULTS.md,
 "Fine-tuning examples", and in tests/test_examples.py::test_digits_from_scratch_reaches_95_percent).
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-DEMO_DIR = Path(__file__).resolve().parent / "data" / "digits-demo"
+
+if TYPE_CHECKING:  # imported where used: the demo's options load without them
+    import numpy as np
+    from PIL import Image
+
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "digits-demo"
 HELDOUT_FILE = "heldout_digits.npz"
 IMAGE_SIZE = 32
 SPLIT_SEED, TEST_SIZE = 0, 0.2
@@ -120,9 +127,9 @@ def run_demo(
     import torch
     from transformers import AutoModelForImageClassification, pipeline
 
-    from . import PvtForImageClassification
+    from .. import PvtForImageClassification
+    from ..image_processing_pvt import PvtImageProcessor
     from .hub import write_repo_folder
-    from .image_processing_pvt import PvtImageProcessor
     from .io_utils import refuse_overwriting_input
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=stream or sys.stdout))
@@ -144,17 +151,24 @@ def run_demo(
     try:
         start = time.perf_counter()
         written = write_repo_folder(
-            model, folder, variant=None, source="digits-demo", repo_id="pvt-digits-demo", force=force,
+            model,
+            folder,
+            variant=None,
+            source="digits-demo",
+            repo_id="pvt-digits-demo",
+            force=force,
             image_processor=processor,
-        )  # fmt: skip
+        )
         say(f"1. Wrote a Hub-ready folder in {time.perf_counter() - start:.1f} s: {folder}")
         say(f"   files: {', '.join(written['files'])}")
         say(f"   reloaded in a clean process: logits relative error {written['reload_relative_error']:.1e}")
 
         reloaded = AutoModelForImageClassification.from_pretrained(folder).eval()
         classifier = pipeline("image-classification", model=str(folder), device=device)
-        say(f"2. Loaded it back: {type(reloaded).__name__} via AutoModelForImageClassification, "
-            f"and pipeline('image-classification') with {type(classifier.image_processor).__name__}")  # fmt: skip
+        say(
+            f"2. Loaded it back: {type(reloaded).__name__} via AutoModelForImageClassification, "
+            f"and pipeline('image-classification') with {type(classifier.image_processor).__name__}"
+        )
 
         digits, labels = load_heldout()
         images = [digit_image(d) for d in digits]
@@ -169,7 +183,9 @@ def run_demo(
         with torch.inference_mode():
             reloaded(pixel_values[:batch_size])
             start = time.perf_counter()
-            logits = torch.cat([reloaded(pixel_values[i : i + batch_size]).logits for i in range(0, len(images), batch_size)])
+            logits = torch.cat(
+                [reloaded(pixel_values[i : i + batch_size]).logits for i in range(0, len(images), batch_size)]
+            )
             model_seconds = time.perf_counter() - start
         model_accuracy = float((logits.argmax(-1).numpy() == labels).mean())
         (folder / "README.md").write_text(_model_card(params, model_accuracy))
@@ -185,25 +201,19 @@ def run_demo(
             "folder": str(folder) if output_dir is not None else None,
         }
         say(f"3. Held-out digits ({len(images)} images, never seen in training):")
-        say(f"   pipeline('image-classification'): accuracy {pipeline_accuracy:.2%}, "
-            f"{results['pipeline_images_per_second']:.0f} images/s (batch {batch_size}, PIL images in, labels out)")  # fmt: skip
-        say(f"   AutoModelForImageClassification:  accuracy {model_accuracy:.2%}, "
-            f"{results['model_images_per_second']:.0f} images/s (preprocessed tensors, forward only)")  # fmt: skip
+        say(
+            f"   pipeline('image-classification'): accuracy {pipeline_accuracy:.2%}, "
+            f"{results['pipeline_images_per_second']:.0f} images/s (batch {batch_size}, PIL images in, labels out)"
+        )
+        say(
+            f"   AutoModelForImageClassification:  accuracy {model_accuracy:.2%}, "
+            f"{results['model_images_per_second']:.0f} images/s (preprocessed tensors, forward only)"
+        )
         example = answers[0][0]
-        say(f"   e.g. the first test digit (a {int(labels[0])}): {example['label']!r} with score {example['score']:.3f}")
+        say(
+            f"   e.g. the first test digit (a {int(labels[0])}): {example['label']!r} with score {example['score']:.3f}"
+        )
         return results
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pvt_hf_cli import demo as command
-
-    parser = argparse.ArgumentParser(prog="python -m pvt_hf.demo", description=command.DESCRIPTION)
-    command.add_arguments(parser)
-    return command.run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

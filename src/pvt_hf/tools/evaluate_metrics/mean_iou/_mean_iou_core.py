@@ -1,6 +1,6 @@
 """The arithmetic of the mean-IoU metric, in one place.
 
-This file is shared by `pvt_hf.metrics` (the streaming `MeanIoU` metric and the `mean_iou` function) and by the
+This file is shared by `pvt_hf.tools.metrics` (the streaming `MeanIoU` metric and the `mean_iou` function) and by the
 `evaluate` metric script next to it (`mean_iou.py`), which imports it relatively. `evaluate.load` copies a local
 metric script and the sibling files it imports relatively into its module cache, so this file must not import
 `pvt_hf`: it depends on torch and numpy only.
@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 
 __all__ = [
     "as_label_tensor",
@@ -157,9 +158,7 @@ def _raise_out_of_range(predictions, references, ignored, num_labels, ignore_ind
             problems.append(f"{name} contain {bad.numel()} pixel(s) with values {shown}")
     if not problems:
         return
-    hint = (
-        " (references are compared after reduce_labels: 0 -> ignore_index, k -> k - 1)" if reduce_labels else ""
-    )
+    hint = " (references are compared after reduce_labels: 0 -> ignore_index, k -> k - 1)" if reduce_labels else ""
     raise ValueError(
         f"{'; '.join(problems)} outside [0, {num_labels}) that are not ignored (ignore_index={ignore_index}){hint}."
     )
@@ -198,7 +197,8 @@ def scores_from_confusion_matrix(confusion, nan_to_num: float | None = None) -> 
     }
     if nan_to_num is not None:
         scores = {
-            key: float(np.nan_to_num(value, nan=nan_to_num)) if isinstance(value, float)
+            key: float(np.nan_to_num(value, nan=nan_to_num))
+            if isinstance(value, float)
             else np.nan_to_num(value, nan=nan_to_num)
             for key, value in scores.items()
         }

@@ -2,23 +2,24 @@
 
 Load it offline (no Hub access needed) with either form `evaluate` accepts for local scripts::
 
-    import evaluate, pvt_hf.metrics
-    metric = evaluate.load(pvt_hf.metrics.evaluate_module_path())          # the folder holding this file
+    import evaluate, pvt_hf.tools.metrics
+    metric = evaluate.load(pvt_hf.tools.metrics.evaluate_module_path())          # the folder holding this file
     metric = evaluate.load("/path/to/evaluate_metrics/mean_iou/mean_iou.py")  # or the script itself
 
 It is a drop-in for the Hub's `evaluate.load("mean_iou")`: same inputs, same keyword arguments, same outputs.
 `evaluate` copies this script, and the `_mean_iou_core.py` it imports relatively, into its module cache; that file
-holds the arithmetic shared with `pvt_hf.metrics` (torch + numpy, no `pvt_hf` import), so the folder is
+holds the arithmetic shared with `pvt_hf.tools.metrics` (torch + numpy, no `pvt_hf` import), so the folder is
 self-contained.
 """
 
-from typing import Dict, Optional
+from typing import Optional
 
 import datasets
 import evaluate
 import torch
 
 from ._mean_iou_core import as_label_tensor, confusion_matrix, scores_from_confusion_matrix
+
 
 _DESCRIPTION = """
 IoU is the area of overlap between the predicted segmentation and the ground truth divided by the area of their
@@ -55,7 +56,7 @@ Returns:
 Examples:
 
     >>> import numpy as np
-    >>> metric = evaluate.load(pvt_hf.metrics.evaluate_module_path())
+    >>> metric = evaluate.load(pvt_hf.tools.metrics.evaluate_module_path())
     >>> predictions = [np.array([[1, 2], [3, 4], [5, 255]]), np.array([[2, 7], [9, 2], [3, 6]])]
     >>> references = [np.array([[0, 3], [5, 4], [6, 255]]), np.array([[1, 7], [9, 2], [3, 6]])]
     >>> results = metric.compute(predictions=predictions, references=references, num_labels=10, ignore_index=255)
@@ -89,7 +90,7 @@ class MeanIoU(evaluate.Metric):
         num_labels: int,
         ignore_index: int = 255,
         nan_to_num: Optional[float] = None,
-        label_map: Optional[Dict[int, int]] = None,
+        label_map: Optional[dict[int, int]] = None,
         reduce_labels: bool = False,
     ):
         if len(predictions) != len(references):

@@ -35,19 +35,47 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from .configuration_pvt import PRESETS, PvtConfig
-from .modeling_pvt import PvtBackbone
+from ..configuration_pvt import PRESETS, PvtConfig
+from ..modeling_pvt import PvtBackbone
+
 
 # The PvtConfig fields that decide the backbone's weights and what they compute (not labels, not head sizes).
 ARCHITECTURE_FIELDS = (
-    "version", "linear_attention", "num_channels", "image_size", "hidden_sizes", "num_attention_heads", "mlp_ratios",
-    "depths", "sr_ratios", "patch_sizes", "strides", "linear_pool_size", "qkv_bias", "hidden_act", "layer_norm_eps",
-    "patch_embedding_layer_norm_eps", "spatial_reduction_layer_norm_eps",
-)  # fmt: skip
+    "version",
+    "linear_attention",
+    "num_channels",
+    "image_size",
+    "hidden_sizes",
+    "num_attention_heads",
+    "mlp_ratios",
+    "depths",
+    "sr_ratios",
+    "patch_sizes",
+    "strides",
+    "linear_pool_size",
+    "qkv_bias",
+    "hidden_act",
+    "layer_norm_eps",
+    "patch_embedding_layer_norm_eps",
+    "spatial_reduction_layer_norm_eps",
+)
 # Architecture fields that a backbone's weights do not fix (they may differ between a checkpoint and a composite).
-_FREE_FIELDS = ("hidden_act", "layer_norm_eps", "patch_embedding_layer_norm_eps", "spatial_reduction_layer_norm_eps", "image_size")
+_FREE_FIELDS = (
+    "hidden_act",
+    "layer_norm_eps",
+    "patch_embedding_layer_norm_eps",
+    "spatial_reduction_layer_norm_eps",
+    "image_size",
+)
 # Fields kept when a checkpoint's config becomes a backbone config (no labels, no Semantic FPN head sizes).
-_BACKBONE_FIELDS = ARCHITECTURE_FIELDS + ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "initializer_range", "fused_cpu_kernels", "lean_training")
+_BACKBONE_FIELDS = ARCHITECTURE_FIELDS + (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "drop_path_rate",
+    "initializer_range",
+    "fused_cpu_kernels",
+    "lean_training",
+)
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 # model_type -> the stages the composite takes from the backbone.
@@ -84,17 +112,27 @@ def pvt_backbone_config(
     backbone or Semantic FPN model: only its architecture is kept, not its labels or head sizes), or a `PvtConfig`.
     `out_features` / `out_indices`: the stages to return (default: all four). `overrides`: PvtConfig fields.
     """
-    hub_kwargs = {k: overrides.pop(k) for k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code") if k in overrides}
+    hub_kwargs = {
+        k: overrides.pop(k)
+        for k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code")
+        if k in overrides
+    }
     if isinstance(backbone, PvtConfig):
         settings = {name: copy.deepcopy(getattr(backbone, name)) for name in _BACKBONE_FIELDS}
     elif not isinstance(backbone, str):
-        raise TypeError(f"`backbone` must be a preset name, a folder or Hub id, or a PvtConfig; got {type(backbone).__name__}")
+        raise TypeError(
+            f"`backbone` must be a preset name, a folder or Hub id, or a PvtConfig; got {type(backbone).__name__}"
+        )
     elif backbone in PRESETS and not Path(backbone).exists():
         settings = copy.deepcopy(PRESETS[backbone])
     else:
         if _is_local(backbone) and not Path(backbone).expanduser().is_dir():
-            raise FileNotFoundError(f"backbone {backbone!r}: no such folder (expected a preset name ({', '.join(PRESETS)}), a pvt-hf folder or a Hub id)")
-        config_dict, _ = PvtConfig.get_config_dict(str(Path(backbone).expanduser()) if _is_local(backbone) else backbone, **hub_kwargs)
+            raise FileNotFoundError(
+                f"backbone {backbone!r}: no such folder (expected a preset name ({', '.join(PRESETS)}), a pvt-hf folder or a Hub id)"
+            )
+        config_dict, _ = PvtConfig.get_config_dict(
+            str(Path(backbone).expanduser()) if _is_local(backbone) else backbone, **hub_kwargs
+        )
         if config_dict.get("model_type") != PvtConfig.model_type:
             raise ValueError(
                 f"backbone {backbone!r} is a {config_dict.get('model_type')!r} model, not a pvt-hf one (model_type "
@@ -106,7 +144,9 @@ def pvt_backbone_config(
     return PvtConfig(**{**settings, **overrides}, out_features=out_features, out_indices=out_indices)
 
 
-def composite_config(model_type: str, backbone: str | PvtConfig = "pvt-v2-b0", backbone_overrides: dict | None = None, **kwargs):
+def composite_config(
+    model_type: str, backbone: str | PvtConfig = "pvt-v2-b0", backbone_overrides: dict | None = None, **kwargs
+):
     """The config of transformers' composite `model_type` (`upernet`, `mask2former`, `rt_detr`, `deformable_detr`,
     `detr`) with a PVT backbone taking the stages that composite reads (`OUT_FEATURES`). `backbone` as for
     `pvt_backbone_config` (its weights are not loaded: see `load_pretrained_backbone`); `kwargs` are the composite
@@ -125,14 +165,20 @@ def composite_config(model_type: str, backbone: str | PvtConfig = "pvt-v2-b0", b
     if "out_features" not in overrides and "out_indices" not in overrides:
         overrides["out_features"] = OUT_FEATURES[model_type]
     backbone_config = pvt_backbone_config(backbone, **overrides)
-    channels = [backbone_config.hidden_sizes[backbone_config.stage_names.index(name)] for name in backbone_config.out_features]
+    channels = [
+        backbone_config.hidden_sizes[backbone_config.stage_names.index(name)] for name in backbone_config.out_features
+    ]
     defaults = {}
     if model_type == "rt_detr":
         # The hybrid encoder's input channels and strides must be the backbone's maps'.
-        strides = [4 * 2**backbone_config.stage_names.index(name) for name in backbone_config.out_features]
+        strides = [4 * 2 ** backbone_config.stage_names.index(name) for name in backbone_config.out_features]
         defaults = {"encoder_in_channels": channels, "feat_strides": strides, "num_feature_levels": len(channels)}
     elif model_type == "mask2former":
-        defaults = {"feature_strides": [4 * 2**backbone_config.stage_names.index(name) for name in backbone_config.out_features]}
+        defaults = {
+            "feature_strides": [
+                4 * 2 ** backbone_config.stage_names.index(name) for name in backbone_config.out_features
+            ]
+        }
     elif model_type == "deformable_detr":
         defaults = {"num_feature_levels": len(channels) + 1}
     return AutoConfig.for_model(model_type, backbone_config=backbone_config, **{**defaults, **kwargs})
@@ -182,7 +228,14 @@ def load_pretrained_backbone(model: torch.nn.Module, pretrained: str, **from_pre
     pretrained = str(pretrained)
     if _is_local(pretrained) and not Path(pretrained).expanduser().is_dir():
         raise FileNotFoundError(f"pretrained backbone {pretrained!r}: no such folder")
-    source_config = pvt_backbone_config(pretrained, **{k: v for k, v in from_pretrained_kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only")})
+    source_config = pvt_backbone_config(
+        pretrained,
+        **{
+            k: v
+            for k, v in from_pretrained_kwargs.items()
+            if k in ("revision", "token", "cache_dir", "local_files_only")
+        },
+    )
     for backbone in backbones:
         differences = _differences(backbone.config, source_config)
         if differences:
@@ -194,7 +247,10 @@ def load_pretrained_backbone(model: torch.nn.Module, pretrained: str, **from_pre
         transformers_logging.set_verbosity_error()
         try:
             source, info = PvtBackbone.from_pretrained(
-                pretrained, out_features=list(backbone.out_features), output_loading_info=True, **from_pretrained_kwargs
+                pretrained,
+                out_features=list(backbone.out_features),
+                output_loading_info=True,
+                **from_pretrained_kwargs,
             )
         finally:
             transformers_logging.set_verbosity(verbosity)
