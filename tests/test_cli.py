@@ -502,6 +502,7 @@ def test_random_official_args_text_on_the_command_line(tmp_path_factory, capsys,
         st.text(max_size=30),
     ),
 )
+@example(option="--push-to-hub", value="\x1e")  # a record separator: str.splitlines breaks the message there
 def test_random_option_values_on_the_command_line(tmp_path_factory, capsys, option, value):
     output = tmp_path_factory.mktemp("out") / "repo"
     source = [] if option == "--variant" else ["--official-args", json.dumps(OFFICIAL_ARGS)]

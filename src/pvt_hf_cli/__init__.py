@@ -40,8 +40,16 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors on one line: a value may hold line or record separators (str.splitlines breaks at \x1c-\x1e too),
+    which would split the message that names it. Subcommand parsers are of the same class."""
+
+    def error(self, message: str):
+        super().error(" ".join(message.split()))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="pvt-hf",
         description="Pyramid Vision Transformer tools for transformers. (The speed benchmark is a script of the "
         "source checkout: python benchmarks/benchmark.py --help.)",
