@@ -146,3 +146,18 @@ def pvt_hf_script() -> str:
     script = str(beside) if beside.is_file() else shutil.which("pvt-hf")
     assert script, f"no installed pvt-hf console script for {sys.executable}: pip install -e ."
     return script
+
+
+# a tiny RT-DETR head over a PVT backbone (composites, device tests, the detection example's --config_overrides)
+RT_DETR_TINY = {
+    "encoder_hidden_dim": 16,
+    "encoder_ffn_dim": 32,
+    "encoder_attention_heads": 2,
+    "d_model": 16,
+    "decoder_in_channels": [16, 16, 16],
+    "decoder_ffn_dim": 32,
+    "decoder_attention_heads": 2,
+    "decoder_layers": 2,
+    "num_queries": 10,
+    "num_denoising": 6,
+}

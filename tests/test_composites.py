@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from conftest import RT_DETR_TINY
 from PIL import Image
 from skimage import data as skimage_data
 from transformers import (
@@ -106,18 +107,7 @@ COMPOSITES = {
     "rt_detr": Composite(
         RTDetrForObjectDetection,
         AutoModelForObjectDetection,
-        {
-            "encoder_hidden_dim": 16,
-            "encoder_ffn_dim": 32,
-            "encoder_attention_heads": 2,
-            "d_model": 16,
-            "decoder_in_channels": [16, 16, 16],
-            "decoder_ffn_dim": 32,
-            "decoder_attention_heads": 2,
-            "decoder_layers": 2,
-            "num_queries": 10,
-            "num_denoising": 6,
-        },
+        RT_DETR_TINY,
         lambda: RTDetrImageProcessorPil(size={"height": SIZE, "width": SIZE}),
         "object-detection",
         "boxes",

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CLASSIFICATION_CASES, CUDA_AVAILABLE, DEVICES, SEGMENTATION_CASES, reference_case, relative_error
+from conftest import (
+    CLASSIFICATION_CASES,
+    CUDA_AVAILABLE,
+    DEVICES,
+    RT_DETR_TINY,
+    SEGMENTATION_CASES,
+    reference_case,
+    relative_error,
+)
 from PIL import Image
 from transformers import AutoModelForImageClassification, AutoModelForSemanticSegmentation
 
@@ -220,18 +228,6 @@ def test_torch_compile(device, saved_model):
 # ------------------------------------------------------------------------------------------------ example scripts
 # Each script as a user runs it, 3 optimizer steps on tiny generated data. On the CPU the scripts are covered in depth
 # by tests/test_examples.py (hence slow here).
-RT_DETR_TINY = {
-    "encoder_hidden_dim": 16,
-    "encoder_ffn_dim": 32,
-    "encoder_attention_heads": 2,
-    "d_model": 16,
-    "decoder_in_channels": [16, 16, 16],
-    "decoder_ffn_dim": 32,
-    "decoder_attention_heads": 2,
-    "decoder_layers": 2,
-    "num_queries": 10,
-    "num_denoising": 6,
-}
 
 
 def run_script(script: str, *args, device: torch.device, tmp_path: Path) -> str:

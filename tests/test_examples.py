@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -1182,7 +1183,7 @@ SHAPES_RECIPE = [
 
 # ------------------------------------------------------------------------------------------ object detection example
 # A tiny RT-DETR / Deformable DETR head for the runs below (the backbone is the converted mini PVT v2 or a tiny preset).
-RT_DETR_TINY = '{"encoder_hidden_dim": 16, "encoder_ffn_dim": 32, "encoder_attention_heads": 2, "d_model": 16, "decoder_in_channels": [16, 16, 16], "decoder_ffn_dim": 32, "decoder_attention_heads": 2, "decoder_layers": 2, "num_queries": 10, "num_denoising": 6}'
+RT_DETR_TINY = json.dumps(conftest.RT_DETR_TINY)  # --config_overrides
 DEFORMABLE_DETR_TINY = '{"d_model": 32, "encoder_layers": 1, "decoder_layers": 2, "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "num_queries": 10}'
 TINY_PVT = '{"hidden_sizes": [16, 32, 48, 64], "num_attention_heads": [1, 2, 3, 4], "depths": [1, 1, 1, 1], "mlp_ratios": [2, 2, 2, 2]}'
 SHAPE_NAMES = {0: "circle", 1: "rectangle", 2: "triangle"}
